@@ -1,0 +1,170 @@
+"""The influence quantities of Koh & Liang (2017), and the one place their signs are defined.
+
+Sign and scaling convention (used by every function, output and report of influencekit):
+
+* ``up_params[i]  = I_up,params(z_i) = -H^{-1} grad L(z_i)``  [p]: d theta_hat / d eps when z_i
+  is up-weighted by eps in R(theta) + eps L(z_i, theta).
+* ``up_loss[j, i] = I_up,loss(z_i, z_test_j) = -grad L(z_test_j)^T H^{-1} grad L(z_i)``.
+  **Positive: z_i is harmful** to z_test_j (up-weighting it raises the test loss);
+  **negative: z_i is helpful**. Units: test-loss per unit of up-weighting eps.
+* ``loo[j, i] = -(1/n) up_loss[j, i]``: the predicted change of the test loss,
+  L(z_test, theta_hat_{-i}) - L(z_test, theta_hat), when z_i is removed (eps = -1/n). Positive:
+  removing z_i raises the test loss (z_i was helpful). This is what leave-one-out retraining
+  measures (``retrain.loo_retrain``).
+* ``self_influence[i] = I_up,loss(z_i, z_i) = -grad L(z_i)^T H^{-1} grad L(z_i)`` (<= 0 for a
+  positive-definite H). Large magnitude: the point props up its own fit; check its label.
+
+H is the Hessian of R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2 at theta_hat,
+plus the solver's damping.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import DataLike, Examples
+from .errors import InputError
+from .losses import LossFn
+from .objective import Objective
+from .solvers import Solver, make_solver
+
+SIGN_CONVENTION = ("up_loss = I_up,loss = -grad L(z_test)^T H^-1 grad L(z_train): positive = harmful "
+                   "(up-weighting raises test loss), negative = helpful; loo = -(1/n) up_loss = predicted "
+                   "change of test loss when the training point is removed.")
+
+#: With at most this many test vectors, scoring uses forward-mode directional derivatives
+#: (k jvp passes, no per-example gradients); above it, per-example gradients via vmap, whose
+#: cost does not grow with k. Measured crossover on small MLP/CNNs on CPU (BENCHMARKS.md).
+JVP_MAX_VECTORS = 2
+
+
+def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, method: str = "auto",
+           batch_size: int | None = None, progress: bool = False) -> Tensor:
+    """grad L(z_i)^T s_k for every example z_i of ``data`` (default: the training data): [k, n].
+
+    Streams ``data`` in batches: memory is one batch of per-example gradients [B, p] (or k
+    forward-mode passes with ``method="jvp"``) plus the [k, n] output.
+    """
+    S = S.unsqueeze(0) if S.dim() == 1 else S
+    ex = objective.train if data is None else Examples(data, name="scored data")
+    if method == "auto":
+        method = "jvp" if S.shape[0] <= JVP_MAX_VECTORS else "grad"
+    if method not in ("jvp", "grad"):
+        raise InputError(f"method must be 'auto', 'jvp' or 'grad', got {method!r}.")
+    S = S.to(objective.device, objective.dtype)
+    out = torch.empty(S.shape[0], len(ex), dtype=objective.dtype, device=objective.device)
+    b = batch_size or objective.batch_size
+    for start, x, y in tqdm(ex.batches(b), total=-(-len(ex) // b), disable=not progress,
+                            desc="scoring", unit="batch"):
+        if method == "jvp":
+            block = objective.directional(S, x, y).T
+        else:
+            block = S @ objective.grads(x, y).T
+        out[:, start:start + x.shape[0]] = block
+    return out
+
+
+class Influence:
+    """Influence of every training point on any test loss, for one trained model.
+
+    Args:
+        model: trained ``nn.Module`` in eval mode (never modified).
+        loss: per-example training loss, a name (``cross_entropy``, ``logistic``, ``mse``,
+            ``smooth_hinge``) or ``loss(outputs, targets) -> [B]``.
+        train: training data: (X, Y) tensors, a Dataset of (x, y) or a DataLoader.
+        l2: the L2 / weight-decay coefficient lambda the model was trained with.
+        params: names of the parameters in scope (default: all trainable).
+        solver: inverse-HVP solver name (``exact``, ``cg``, ``lissa``, ...) or a ``Solver``.
+        damping: added to the Hessian's diagonal (see ``solvers.base.Solver``).
+        test_loss: the loss measured on test points, if not the training loss.
+        batch_size, dtype, device: see ``Objective``.
+        **solver_options: passed to the solver (``tol``, ``depth``, ``scale``...).
+
+    Results follow ``SIGN_CONVENTION`` (module docstring).
+    """
+
+    def __init__(self, model: nn.Module, loss: str | LossFn, train: DataLike, *, l2: float = 0.0,
+                 params: Iterable[str] | None = None, solver: str | Solver = "cg", damping: float = 0.0,
+                 test_loss: str | LossFn | None = None, batch_size: int = 512,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 **solver_options: Any):
+        self.objective = Objective(model, loss, train, l2=l2, params=params, batch_size=batch_size,
+                                   dtype=dtype, device=device)
+        if isinstance(solver, Solver):
+            self.solver = make_solver(solver, **solver_options)
+        else:
+            self.solver = make_solver(solver, damping=damping, **solver_options)
+        from .losses import get_loss
+
+        self.test_loss = get_loss(test_loss) if test_loss is not None else None
+        self._fitted = False
+
+    @property
+    def n(self) -> int:
+        return self.objective.n
+
+    def fit(self) -> Influence:
+        """Check theta_hat is (near) stationary and fit the solver's curvature. Called lazily."""
+        if not self._fitted:
+            loss, g = self.objective.risk(with_grad=True)
+            if not torch.isfinite(loss):
+                raise InputError(f"the training objective is {loss.item()} at the trained parameters; "
+                                 "influence needs a finite loss: check data, labels and the model.")
+            gnorm, tnorm = g.norm().item(), self.objective.theta.norm().item()
+            self.stationarity = gnorm
+            if gnorm > 1e-2 * max(1.0, tnorm) * max(self.objective.l2, 1e-3):
+                warnings.warn(f"the training gradient norm is {gnorm:.2e}: theta_hat is not a stationary point "
+                              "of R, so influence estimates are less reliable. Train longer or check l2 "
+                              f"(now {self.objective.l2}).", stacklevel=2)
+            self.solver.fit(self.objective)
+            self._fitted = True
+        return self
+
+    def test_gradients(self, test: DataLike) -> Tensor:
+        """grad_theta L(z_test, theta_hat) for every test point: [m, p]."""
+        ex = Examples(test, name="test data")
+        return torch.cat([self.objective.grads(x, y, self.test_loss)
+                          for _, x, y in ex.batches(self.objective.batch_size)])
+
+    def s_test(self, test: DataLike) -> Tensor:
+        """s_test = (H + dI)^{-1} grad L(z_test): [m, p]."""
+        self.fit()
+        return self.solver.solve(self.test_gradients(test))
+
+    def up_loss(self, test: DataLike, *, method: str = "auto", progress: bool = False) -> Tensor:
+        """I_up,loss(z_i, z_test_j) for all test points j and training points i: [m, n].
+        Positive = harmful, negative = helpful."""
+        return -scores(self.objective, self.s_test(test), method=method, progress=progress)
+
+    def loo(self, test: DataLike, **kwargs: Any) -> Tensor:
+        """Predicted change of each test loss when training point i is removed: -(1/n) up_loss, [m, n]."""
+        return -self.up_loss(test, **kwargs) / self.n
+
+    def up_params(self, index: Iterable[int] | Tensor | None = None) -> Tensor:
+        """I_up,params(z_i) = -(H + dI)^{-1} grad L(z_i) for the training points in ``index``
+        (default: all; memory [n, p]): [len(index), p]."""
+        self.fit()
+        idx = list(range(self.n)) if index is None else torch.as_tensor(list(index) if not isinstance(index, Tensor)
+                                                                          else index).flatten().tolist()
+        x, y = self.objective.train.take(idx)
+        return -self.solver.solve(self.objective.grads(x, y))
+
+    def self_influence(self, *, batch_size: int | None = None, progress: bool = False) -> Tensor:
+        """I_up,loss(z_i, z_i) = -grad L(z_i)^T (H + dI)^{-1} grad L(z_i) for all n points: [n].
+
+        One solve per training point (batched), so cheap solvers (exact, low-rank) suit it best.
+        """
+        self.fit()
+        b = batch_size or self.objective.batch_size
+        out = []
+        for _, x, y in tqdm(self.objective.train.batches(b), total=-(-self.n // b), disable=not progress,
+                            desc="self-influence", unit="batch"):
+            G = self.objective.grads(x, y)
+            out.append(-(G * self.solver.solve(G)).sum(1))
+        return torch.cat(out)

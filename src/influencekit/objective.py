@@ -1,0 +1,234 @@
+"""The training objective as a function of the parameters in scope, and its derivatives.
+
+    R(theta) = (1/n) sum_i L(z_i, theta) + (l2 / 2) ||theta||^2
+
+theta is the flat vector [p] of the parameters in scope (all trainable ones by default, or a
+named subset such as the last layer); every other parameter and buffer is held fixed at its
+trained value. The user's module is never modified: it is called through
+``torch.func.functional_call`` with detached copies of its tensors.
+
+Everything here takes and returns tensors: per-example gradients [B, p], Hessian-vector
+products [k, p], directional derivatives [B, k], the explicit Hessian [p, p].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
+
+from .data import DataLike, Examples
+from .errors import InputError, ModelStateError, NonFiniteError
+from .losses import LossFn, get_loss
+
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Raise if a dropout or batch-norm layer is in training mode (its output would be random
+    or depend on the batch, so the loss would not be a function of one example and theta)."""
+    bad = [name or type(model).__name__ for name, m in model.named_modules()
+           if m.training and isinstance(m, _MODE_DEPENDENT)]
+    if bad:
+        raise ModelStateError(f"model has dropout/batch-norm layers in training mode ({', '.join(bad[:5])}); "
+                              "call model.eval() before computing influence.")
+
+
+class Objective:
+    """R(theta) over the parameters in scope, streamed over the training data.
+
+    Args:
+        model: the trained module. Not modified.
+        loss: per-example loss ``loss(outputs, targets) -> [B]`` or a name from ``losses``.
+        train: training data (tensors (X, Y), Dataset or DataLoader); n = len(train).
+        l2: the coefficient lambda of (lambda/2)||theta||^2 the model was trained with
+            (weight decay wd in SGD corresponds to l2 = wd). It adds lambda*I to the Hessian.
+        params: names of the parameters in scope (``dict(model.named_parameters())`` keys);
+            default: every parameter with requires_grad.
+        batch_size: examples per streamed batch; memory is bounded by it, not by n.
+        dtype: floating dtype of all computation (torch.float64 for exact checks); default:
+            the model's.
+        device: where to compute; default: the model's.
+    """
+
+    def __init__(self, model: nn.Module, loss: str | LossFn, train: DataLike, *, l2: float = 0.0,
+                 params: Iterable[str] | None = None, batch_size: int = 512,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        check_eval_mode(model)
+        if l2 < 0:
+            raise InputError(f"l2 must be >= 0 (the weight-decay coefficient used in training), got {l2}.")
+        named = dict(model.named_parameters())
+        if not named:
+            raise InputError("model has no parameters; influence is taken with respect to parameters.")
+        if params is None:
+            names = [k for k, p in named.items() if p.requires_grad]
+            if not names:
+                raise ModelStateError("no parameter of the model requires grad; pass params=[...] naming "
+                                      "the parameters in scope, or call requires_grad_(True) on them.")
+        else:
+            names = list(params)
+            unknown = [k for k in names if k not in named]
+            if unknown:
+                raise InputError(f"unknown parameter names {unknown}; the model has {list(named)[:20]}.")
+            frozen = [k for k in names if not named[k].requires_grad]
+            if frozen:
+                raise ModelStateError(f"parameters {frozen} do not require grad; call requires_grad_(True) "
+                                      "on them or leave them out of params.")
+            if not names:
+                raise InputError("params is empty; name at least one parameter.")
+        first = named[names[0]]
+        self.dtype = dtype or first.dtype
+        self.device = torch.device(device) if device is not None else first.device
+        if not self.dtype.is_floating_point:
+            raise InputError(f"dtype must be floating point, got {self.dtype}.")
+        self.model = model
+        self.loss_fn: LossFn = get_loss(loss)
+        self.l2 = float(l2)
+        self.names = names
+        self.shapes = [named[k].shape for k in names]
+        self.numels = [named[k].numel() for k in names]
+        self.theta = torch.cat([named[k].detach().reshape(-1) for k in names]).to(self.device, self.dtype)
+        scope = set(names)
+        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        self.fixed = {k: (v.detach().to(self.device, self.dtype) if v.is_floating_point() else v.detach().to(self.device))
+                      for k, v in state.items() if k not in scope}
+        self.train = Examples(train, name="training data")
+        self.batch_size = int(batch_size)
+
+    # ---- shapes -------------------------------------------------------------------------
+    @property
+    def p(self) -> int:
+        """Number of parameters in scope."""
+        return self.theta.numel()
+
+    @property
+    def n(self) -> int:
+        """Number of training points."""
+        return len(self.train)
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """Flat [p] -> {name: tensor shaped like the parameter} (views, no copy)."""
+        return {k: t.view(s) for k, t, s in zip(self.names, torch.split(theta, self.numels), self.shapes)}
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        """{name: tensor} -> flat [p] in scope order."""
+        return torch.cat([tensors[k].reshape(-1) for k in self.names])
+
+    def to_model(self, theta: Tensor | None = None) -> nn.Module:
+        """A deep copy of the model with ``theta`` (default: the trained values) loaded in scope."""
+        import copy
+
+        clone = copy.deepcopy(self.model)
+        values = self.unflatten(self.theta if theta is None else theta)
+        with torch.no_grad():
+            for k, p in clone.named_parameters():
+                if k in values:
+                    p.copy_(values[k].to(p.dtype))
+        return clone
+
+    # ---- forward ------------------------------------------------------------------------
+    def cast(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Move a batch to the device; floating tensors to the objective's dtype."""
+        x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
+        y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
+        return x, y
+
+    def outputs(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Model outputs at parameters theta for a batch x."""
+        return functional_call(self.model, (self.unflatten(theta), self.fixed), (x,))
+
+    def losses(self, theta: Tensor, x: Tensor, y: Tensor, loss: LossFn | None = None) -> Tensor:
+        """Per-example losses L(z_b, theta): [B]."""
+        out = (loss or self.loss_fn)(self.outputs(theta, x), y)
+        if out.dim() != 1 or out.shape[0] != x.shape[0]:
+            raise InputError(f"the loss returned shape {tuple(out.shape)} for a batch of {x.shape[0]}; it must "
+                             "return one value per example (use reduction='none').")
+        return out
+
+    def _single(self, loss: LossFn | None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        return lambda th, xi, yi: self.losses(th, xi.unsqueeze(0), yi.unsqueeze(0), loss)[0]
+
+    # ---- first derivatives --------------------------------------------------------------
+    def grads(self, x: Tensor, y: Tensor, loss: LossFn | None = None, theta: Tensor | None = None) -> Tensor:
+        """Per-example gradients grad_theta L(z_b, theta) of a batch: [B, p] (torch.func.vmap)."""
+        x, y = self.cast(x, y)
+        th = self.theta if theta is None else theta
+        with torch.no_grad():
+            g = vmap(grad(self._single(loss)), in_dims=(None, 0, 0))(th, x, y)
+        if not torch.isfinite(g).all():
+            rows = (~torch.isfinite(g)).any(1).nonzero().flatten()[:10].tolist()
+            raise NonFiniteError(f"non-finite gradient for examples {rows} of this batch; check those inputs, "
+                                 "the loss (log of 0?) and whether the model was trained to finite parameters.")
+        return g
+
+    def directional(self, S: Tensor, x: Tensor, y: Tensor, loss: LossFn | None = None) -> Tensor:
+        """Directional derivatives grad_theta L(z_b)^T s_k for all b, k: [B, k], by forward mode.
+
+        Costs k forward-mode passes and never forms a per-example gradient, which is cheaper
+        than ``grads`` when k is small relative to the per-example gradient cost.
+        """
+        x, y = self.cast(x, y)
+        f = lambda th: self.losses(th, x, y, loss)  # noqa: E731
+        with torch.no_grad():
+            d = vmap(lambda s: jvp(f, (self.theta,), (s,))[1])(S.to(self.device, self.dtype))
+        return d.T
+
+    def risk(self, theta: Tensor | None = None, *, with_grad: bool = False) -> tuple[Tensor, Tensor | None]:
+        """R(theta) (scalar) and, if asked, its gradient [p]; one pass over the training data."""
+        th = self.theta if theta is None else theta
+        total = th.new_zeros(())
+        g = torch.zeros_like(th) if with_grad else None
+
+        def part(t, x, y):
+            return self.losses(t, x, y).sum() / self.n
+
+        for _, x, y in self.train.batches(self.batch_size):
+            x, y = self.cast(x, y)
+            with torch.no_grad():
+                if with_grad:
+                    gb, val = grad_and_value(part)(th, x, y)
+                    g += gb
+                else:
+                    val = part(th, x, y)
+            total += val
+        total = total + 0.5 * self.l2 * th.dot(th)
+        if with_grad:
+            g += self.l2 * th
+        return total, g
+
+    # ---- second derivatives -------------------------------------------------------------
+    def hvp_batch(self, V: Tensor, x: Tensor, y: Tensor, scale: float) -> Tensor:
+        """scale * sum_b grad^2 L(z_b) V for one batch, V [k, p] -> [k, p] (forward-over-reverse)."""
+        x, y = self.cast(x, y)
+        g = grad(lambda th: self.losses(th, x, y).sum() * scale)
+        with torch.no_grad():
+            return vmap(lambda v: jvp(g, (self.theta,), (v,))[1])(V)
+
+    def hvp(self, V: Tensor) -> Tensor:
+        """H V for the full objective, H = grad^2 R(theta_hat) (includes l2 * I). V: [k, p] or [p]."""
+        single = V.dim() == 1
+        V = (V.unsqueeze(0) if single else V).to(self.device, self.dtype)
+        out = self.l2 * V
+        for _, x, y in self.train.batches(self.batch_size):
+            out = out + self.hvp_batch(V, x, y, 1.0 / self.n)
+        return out[0] if single else out
+
+    def hessian(self, chunk: int = 256) -> Tensor:
+        """The explicit Hessian [p, p] of R, built from HVPs with unit vectors ``chunk`` columns
+        at a time (memory: chunk x batch activations). Only sensible for small p."""
+        eye_cols = []
+        for j in range(0, self.p, chunk):
+            E = torch.zeros(min(chunk, self.p - j), self.p, device=self.device, dtype=self.dtype)
+            E[torch.arange(E.shape[0]), torch.arange(j, j + E.shape[0])] = 1.0
+            eye_cols.append(self.hvp(E))
+        H = torch.cat(eye_cols, 0)
+        return 0.5 * (H + H.T)  # symmetric up to round-off; symmetrise for Cholesky/eigh
+
+    def sample_batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A uniformly random mini-batch (without replacement) of the training data."""
+        idx = torch.randperm(self.n, generator=generator)[: min(size, self.n)]
+        return self.train.take(idx.sort().values)

@@ -1,0 +1,9 @@
+"""Inverse-HVP solvers, chosen by name: ``make_solver("cg", damping=0.01)``.
+
+Importing a solver module registers it; a new solver is one ``Solver`` subclass.
+"""
+
+from . import cg, exact, lissa  # noqa: F401  (registration)
+from .base import SOLVERS, Solver, make_solver, register
+
+__all__ = ["SOLVERS", "Solver", "make_solver", "register"]

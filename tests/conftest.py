@@ -1,0 +1,22 @@
+"""Shared fixtures: small float64 problems with known answers, and the shared data folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from influencekit import datasets
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared data folder (../shared/data); tests that need it are skipped without it."""
+    try:
+        return datasets.data_dir()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"shared data not available: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
