@@ -94,8 +94,7 @@ class Objective:
         self.theta = torch.cat([named[k].detach().reshape(-1) for k in names]).to(self.device, self.dtype)
         scope = set(names)
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        self.fixed = {k: (v.detach().to(self.device, self.dtype) if v.is_floating_point() else v.detach().to(self.device))
-                      for k, v in state.items() if k not in scope}
+        self.fixed = {k: self._to(v.detach()) for k, v in state.items() if k not in scope}
         self.train = Examples(train, name="training data")
         self.batch_size = int(batch_size)
 
@@ -131,11 +130,12 @@ class Objective:
         return clone
 
     # ---- forward ------------------------------------------------------------------------
+    def _to(self, t: Tensor) -> Tensor:
+        return t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
+
     def cast(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Move a batch to the device; floating tensors to the objective's dtype."""
-        x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
-        y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
-        return x, y
+        return self._to(x), self._to(y)
 
     def outputs(self, theta: Tensor, x: Tensor) -> Tensor:
         """Model outputs at parameters theta for a batch x."""
