@@ -201,10 +201,12 @@ class Objective:
         return total, g
 
     # ---- second derivatives -------------------------------------------------------------
-    def hvp_batch(self, V: Tensor, x: Tensor, y: Tensor, scale: float) -> Tensor:
-        """scale * sum_b grad^2 L(z_b) V for one batch, V [k, p] -> [k, p] (forward-over-reverse)."""
+    def hvp_batch(self, V: Tensor, x: Tensor, y: Tensor, scale: float, weights: Tensor | None = None) -> Tensor:
+        """scale * sum_b w_b grad^2 L(z_b) V for one batch (w = 1 by default), V [k, p] -> [k, p],
+        by forward-over-reverse differentiation."""
         x, y = self.cast(x, y)
-        g = grad(lambda th: self.losses(th, x, y).sum() * scale)
+        w = 1.0 if weights is None else weights
+        g = grad(lambda th: (w * self.losses(th, x, y)).sum() * scale)
         with torch.no_grad():
             return vmap(lambda v: jvp(g, (self.theta,), (v,))[1])(V)
 

@@ -11,6 +11,7 @@ by eps is w_i = 1 + n eps. ``loo_retrain`` measures the actual change in test lo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -44,16 +45,29 @@ def weighted_risk(objective: Objective, theta: Tensor, weights: Tensor | None = 
     return total + 0.5 * objective.l2 * theta.dot(theta), g + objective.l2 * theta
 
 
+def weighted_hvp(objective: Objective, V: Tensor, weights: Tensor | None = None) -> Tensor:
+    """grad^2 R_w(theta_hat) V for V [k, p]: the Hessian of the weighted objective."""
+    if weights is None:
+        return objective.hvp(V)
+    out = objective.l2 * V
+    for start, x, y in objective.train.batches(objective.batch_size):
+        wb = weights[start:start + x.shape[0]]
+        out = out + objective.hvp_batch(V, x, y, 1.0 / objective.n, wb)
+    return out
+
+
 def minimize(objective: Objective, weights: Tensor | None = None, theta0: Tensor | None = None, *,
-             grad_tol: float = 1e-9, max_iter: int = 2000, history: int = 50) -> Tensor:
+             grad_tol: float = 1e-9, max_iter: int = 2000, history: int = 50, newton_steps: int = 0) -> Tensor:
     """argmin_theta R_w(theta) by full-batch L-BFGS (strong Wolfe) from ``theta0`` (default:
     the trained parameters). Returns theta [p]. Warns if max|grad| > grad_tol at the end.
+
+    L-BFGS stalls near max|grad| ~ 1e-9 in float64 (its line search sees no change in the loss);
+    ``newton_steps`` Newton iterations (CG on the weighted Hessian) then reach round-off, which
+    finite-difference checks of I_up,params need. Each costs a CG solve: for small p only.
 
     For a convex objective this is the global minimiser; for a network, the stationary point
     reached from the warm start (the local basin influence linearises).
     """
-    import warnings
-
     theta = (objective.theta if theta0 is None else theta0).detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, tolerance_grad=grad_tol,
                             tolerance_change=1e-16 if objective.dtype == torch.float64 else 1e-10,
@@ -65,12 +79,23 @@ def minimize(objective: Objective, weights: Tensor | None = None, theta0: Tensor
         return val
 
     opt.step(closure)
-    _, g = weighted_risk(objective, theta.detach(), weights)
+    theta = theta.detach()
+    _, g = weighted_risk(objective, theta, weights)
+    for _ in range(newton_steps):
+        from .solvers.cg import CGSolver
+
+        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p)
+        cg.objective = objective
+        cg._apply = lambda P: weighted_hvp(objective, P, weights)  # the weighted Hessian
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # round-off floor; judged below
+            theta = theta - cg._solve(g.unsqueeze(0))[0]
+        _, g = weighted_risk(objective, theta, weights)
     gmax = g.abs().max().item()
     if gmax > 10 * grad_tol:
         warnings.warn(ConvergenceWarning(f"retraining stopped with max|grad| = {gmax:.2e} > {grad_tol:.1e}; "
                                          "raise max_iter or use float64."), stacklevel=2)
-    return theta.detach()
+    return theta
 
 
 def evaluate_losses(objective: Objective, theta: Tensor, test: Examples, loss: LossFn | None = None) -> Tensor:

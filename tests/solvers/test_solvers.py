@@ -1,0 +1,98 @@
+"""Every inverse-HVP solver against the explicit float64 solve (H + dI)^{-1} v."""
+
+import warnings
+
+import pytest
+import torch
+
+import influencekit as ik
+from helpers import logistic_digits
+
+
+@pytest.fixture(scope="module")
+def problem():
+    obj, _, _ = logistic_digits()
+    H = obj.hessian()
+    V = obj.grads(*obj.train.take(slice(0, 5)))
+    return obj, H, V
+
+
+def _exact(H, V, d=0.0):
+    return torch.linalg.solve(H + d * torch.eye(H.shape[0], dtype=H.dtype), V.T).T
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_exact_solver_equals_a_direct_solve(problem):
+    obj, H, V = problem
+    for d in (0.0, 0.05):
+        X = ik.make_solver("exact", damping=d).fit(obj).solve(V)
+        assert _rel(X, _exact(H, V, d)) < 1e-10
+
+
+def test_cg_matches_exact_to_1e_5_and_reports_residuals(problem):
+    obj, H, V = problem
+    cg = ik.make_solver("cg", tol=1e-10).fit(obj)
+    X = cg.solve(V)
+    assert _rel(X, _exact(H, V)) < 1e-5
+    assert cg.residuals.shape[1] == V.shape[0] and cg.residuals[-1].max() <= 1e-10
+
+
+def test_cg_solves_each_right_hand_side_as_if_alone(problem):
+    obj, H, V = problem
+    together = ik.make_solver("cg", tol=1e-10).fit(obj).solve(V)
+    alone = ik.make_solver("cg", tol=1e-10).fit(obj).solve(V[2])
+    torch.testing.assert_close(together[2], alone, rtol=1e-7, atol=1e-9)
+
+
+def test_cg_warns_with_residuals_when_it_runs_out_of_iterations(problem):
+    obj, H, V = problem
+    with pytest.warns(ik.ConvergenceWarning, match="relative residual"):
+        ik.make_solver("cg", max_iter=2).fit(obj).solve(V)
+
+
+def test_lissa_matches_exact_to_5e_2(problem):
+    obj, H, V = problem
+    lissa = ik.make_solver("lissa", depth=600, repeats=4, batch_size=100).fit(obj)
+    assert _rel(lissa.solve(V), _exact(H, V)) < 5e-2
+
+
+def test_lissa_divergence_is_detected_early_with_advice(problem):
+    obj, H, V = problem
+    lissa = ik.make_solver("lissa", depth=5000, scale=0.1).fit(obj)  # scale far below lambda_max
+    with pytest.raises(ik.DivergenceError, match="Increase scale") as e:
+        lissa.solve(V)
+    step = int(str(e.value).split("step ")[1].split()[0])
+    assert step < 100
+
+
+def test_negative_curvature_is_reported_with_a_damping_that_fixes_it():
+    torch.manual_seed(0)
+    X, y = torch.randn(30, 3, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
+
+    class Saddle(torch.nn.Module):  # f = a*b*x0: the Hessian at a=b=0 is indefinite
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+            self.b = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.a * self.b * x[:, 0]
+
+    obj = ik.Objective(Saddle(), "mse", (X, y))
+    with pytest.raises(ik.NegativeCurvatureError) as e:
+        ik.make_solver("exact").fit(obj)
+    assert e.value.min_eigenvalue < 0
+    with pytest.raises(ik.NegativeCurvatureError):
+        ik.make_solver("cg").fit(obj).solve(torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64))
+    fixed = ik.make_solver("exact", damping=e.value.suggested_damping).fit(obj)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(fixed.solve(torch.ones(2, dtype=torch.float64))).all()
+
+
+def test_unknown_solver_names_the_choices():
+    with pytest.raises(ik.InputError, match="choose one of"):
+        ik.make_solver("newton")
