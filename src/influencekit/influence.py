@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import DataLike, Examples
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .losses import LossFn
 from .objective import Objective
 from .solvers import Solver, make_solver
@@ -55,17 +55,29 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
     ex = objective.train if data is None else Examples(data, name="scored data")
     if method == "auto":
         method = "jvp" if S.shape[0] <= JVP_MAX_VECTORS else "grad"
-    if method not in ("jvp", "grad"):
-        raise InputError(f"method must be 'auto', 'jvp' or 'grad', got {method!r}.")
+    if method not in ("jvp", "grad", "layers"):
+        raise InputError(f"method must be 'auto', 'jvp', 'grad' or 'layers', got {method!r}.")
     S = S.to(objective.device, objective.dtype)
+    if method == "layers":  # per-layer factorised contractions (scoring.py), no [B, p] gradients
+        from .scoring import LayerScorer
+
+        scorer = LayerScorer(objective, S)
     out = torch.empty(S.shape[0], len(ex), dtype=objective.dtype, device=objective.device)
     b = batch_size or objective.batch_size
     for start, x, y in tqdm(ex.batches(b), total=-(-len(ex) // b), disable=not progress,
                             desc="scoring", unit="batch"):
+        if data is not None:
+            objective.check_batch(x, y, "scored data")
         if method == "jvp":
             block = objective.directional(S, x, y).T
+        elif method == "layers":
+            block = scorer(x, y)
         else:
             block = S @ objective.grads(x, y).T
+        if not torch.isfinite(block).all():  # never hand back NaN scores silently
+            rows = (~torch.isfinite(block)).any(0).nonzero().flatten()[:10] + start
+            raise NonFiniteError(f"non-finite influence scores for examples {rows.tolist()}; their gradients are "
+                                 "NaN/inf: check those inputs and the loss there.")
         out[:, start:start + x.shape[0]] = block
     return out
 
@@ -114,8 +126,12 @@ class Influence:
         if not self._fitted:
             loss, g = self.objective.risk(with_grad=True)
             if not torch.isfinite(loss):
-                raise InputError(f"the training objective is {loss.item()} at the trained parameters; "
-                                 "influence needs a finite loss: check data, labels and the model.")
+                raise NonFiniteError(f"the training objective is {loss.item()} at the trained parameters; "
+                                     "influence needs a finite loss: check data, labels and the model.")
+            if not torch.isfinite(g).all():
+                raise NonFiniteError("the gradient of the training objective is NaN/inf at the trained parameters "
+                                     "(a loss that is not differentiable there, e.g. sqrt or log at 0?); use a "
+                                     "smooth loss or move the parameters off that point.")
             gnorm, tnorm = g.norm().item(), self.objective.theta.norm().item()
             self.stationarity = gnorm
             if gnorm > 1e-2 * max(1.0, tnorm) * max(self.objective.l2, 1e-3):
@@ -129,13 +145,17 @@ class Influence:
     def test_gradients(self, test: DataLike) -> Tensor:
         """grad_theta L(z_test, theta_hat) for every test point: [m, p]."""
         ex = Examples(test, name="test data")
-        return torch.cat([self.objective.grads(x, y, self.test_loss)
-                          for _, x, y in ex.batches(self.objective.batch_size)])
+        out = []
+        for _, x, y in ex.batches(self.objective.batch_size):
+            self.objective.check_batch(x, y, "test data", self.test_loss)
+            out.append(self.objective.grads(x, y, self.test_loss))
+        return torch.cat(out)
 
     def s_test(self, test: DataLike) -> Tensor:
         """s_test = (H + dI)^{-1} grad L(z_test): [m, p]."""
+        G = self.test_gradients(test)  # first: bad test data fails before the (costly) curvature fit
         self.fit()
-        return self.solver.solve(self.test_gradients(test))
+        return self.solver.solve(G)
 
     def up_loss(self, test: DataLike, *, method: str = "auto", progress: bool = False) -> Tensor:
         """I_up,loss(z_i, z_test_j) for all test points j and training points i: [m, n].
@@ -168,3 +188,35 @@ class Influence:
             G = self.objective.grads(x, y)
             out.append(-(G * self.solver.solve(G)).sum(1))
         return torch.cat(out)
+
+    def loo_newton(self, test: DataLike, index: Iterable[int]) -> Tensor:
+        """Predicted change of each test loss when training point i is removed, by one exact
+        Newton step on the leave-one-out objective: [m, len(index)].
+
+            theta_{-i} - theta_hat ~ (1/n) (H + dI - (1/n) grad^2 L(z_i))^{-1} grad L(z_i)
+
+        Unlike ``loo`` it takes the removed point's own curvature out of the Hessian, which
+        matters when one point carries much of it (a support vector on the margin of a
+        smooth-hinge SVM, a point of high leverage). Needs the explicit Hessian [p, p] and one
+        per-example Hessian and solve per index: for small p. Same sign as ``loo``.
+        """
+        from torch.func import hessian as func_hessian
+
+        self.fit()
+        obj = self.objective
+        H = getattr(self.solver, "hessian", None)
+        if H is None:
+            H = obj.hessian().to(torch.float64)
+        H = H + self.solver.damping * torch.eye(obj.p, dtype=H.dtype, device=H.device)
+        G_test = self.test_gradients(test).to(torch.float64)
+        idx = [int(i) for i in index]
+        x, y = obj.cast(*obj.train.take(idx))
+        single = lambda th, xi, yi: obj.losses(th, xi[None], yi[None])[0]  # noqa: E731
+        out = torch.empty(G_test.shape[0], len(idx), dtype=torch.float64)
+        for col in range(len(idx)):
+            g = obj.grads(x[col:col + 1], y[col:col + 1])[0].to(torch.float64)
+            with torch.no_grad():
+                Hi = func_hessian(single)(obj.theta, x[col], y[col]).to(torch.float64)
+            delta = torch.linalg.solve(H - Hi / self.n, g) / self.n
+            out[:, col] = (G_test @ delta).cpu()
+        return out

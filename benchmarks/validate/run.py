@@ -1,0 +1,51 @@
+"""Influence vs leave-one-out retraining on the validation workloads (issue 2's acceptance).
+
+    python benchmarks/validate/run.py                       # all cases below
+    python benchmarks/validate/run.py mnist-logreg:exact     # one case
+
+Prints one JSON line per case (the CLI's `validate --json` fields plus train seconds) and a
+markdown table row. Each case is also reproducible with `influencekit validate --workload W --solver S`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+from influencekit.workloads import make_workload, validate
+
+CASES = [
+    ("digits-logreg", "exact", {}), ("digits-logreg", "cg", {}), ("digits-logreg", "lissa", {}),
+    ("mnist-logreg", "exact", {}), ("mnist-logreg", "cg", {}), ("mnist-logreg", "lissa", {}),
+    ("digits-svm", "exact", {"t": 1e-3}), ("digits-svm", "exact", {"t": 0.0}),
+    ("mnist-cnn", "cg", {}),
+]
+
+
+def main(argv: list[str]) -> None:
+    wanted = set(argv)
+    built: dict = {}
+    for name, solver, opts in CASES:
+        if wanted and f"{name}:{solver}" not in wanted and name not in wanted:
+            continue
+        key = (name, tuple(sorted(opts.items())))
+        if key not in built:
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                built[key] = (make_workload(name, **opts), time.perf_counter() - t0)
+        w, train_s = built[key]
+        r = validate(w, solver, k=50)
+        row = {k: r[k] for k in ("workload", "solver", "n", "p", "k", "pearson", "spearman", "seconds",
+                                 "retrain_seconds", "pearson_newton", "spearman_newton", "settings") if k in r}
+        row.update(train_seconds=train_s, options=opts)
+        print(json.dumps(row), flush=True)
+        newton = f" (Newton-step LOO: {r['pearson_newton']:.3f})" if "pearson_newton" in r else ""
+        print(f"| {name} {opts or ''} | {solver} | {r['n']} | {r['p']} | {r['pearson']:.4f}{newton} | "
+              f"{r['spearman']:.4f} | {r['seconds']:.2f} | {r['retrain_seconds']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

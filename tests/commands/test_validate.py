@@ -1,0 +1,27 @@
+"""`influencekit validate`: the CLI trains, explains, retrains and reports correlations."""
+
+import json
+
+from influencekit.cli import main
+
+
+def test_validate_json_on_bundled_digits_reports_high_correlation(capsys):
+    assert main(["validate", "--workload", "digits-logreg", "--solver", "cg", "--k", "15", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"pearson", "spearman", "k", "solver", "seconds"}
+    assert out["k"] == 15 and out["solver"] == "cg"
+    assert out["pearson"] > 0.99
+
+
+def test_validate_prints_a_table_with_the_sign_convention(capsys):
+    assert main(["validate", "--workload", "digits-logreg", "--solver", "exact", "--k", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "positive = harmful" in text and "Pearson R" in text
+
+
+def test_unknown_workload_is_rejected_by_the_parser(capsys):
+    try:
+        main(["validate", "--workload", "imagenet"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert "invalid choice" in capsys.readouterr().err
