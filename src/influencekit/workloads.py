@@ -19,8 +19,9 @@ digits-svm          linear SVM (hinge), digits 3 vs 8; influence via           b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
