@@ -38,6 +38,9 @@ class Examples:
                 raise InputError(f"{name} must be a pair of tensors (X, Y), a Dataset of (x, y) items "
                                  f"or a DataLoader; got a {type(data).__name__} of length {len(data)}.")
             x, y = data
+            if x.dim() == 0 or y.dim() == 0:
+                raise InputError(f"{name}: X and Y need a leading example dimension, got shapes {tuple(x.shape)} and "
+                                 f"{tuple(y.shape)}; for one example pass X[i:i+1], Y[i:i+1].")
             if x.shape[0] != y.shape[0]:
                 raise InputError(f"{name}: X has {x.shape[0]} rows but Y has {y.shape[0]}; "
                                  "give one label per example.")

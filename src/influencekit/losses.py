@@ -70,6 +70,61 @@ class SmoothHinge:
         return f"SmoothHinge(t={self.t})"
 
 
+def _check_class_index(out_shape: torch.Size, targets: Tensor, name: str, offset: int) -> None:
+    if len(out_shape) != 1:
+        raise InputError(f"{name}: cross_entropy needs logits [B, C] from the model, got outputs shaped "
+                         f"[B, {', '.join(map(str, out_shape))}]; make the model return one row of class scores "
+                         "per example.")
+    classes = out_shape[0]
+    if targets.dim() != 1:
+        raise InputError(f"{name}: cross_entropy needs class indices [B], got labels shaped {tuple(targets.shape)}; "
+                         "pass integer class indices, not one-hot rows (use Y.argmax(1)).")
+    if targets.is_floating_point() and not torch.equal(targets, targets.round()):
+        odd = targets[targets != targets.round()][:3].tolist()
+        raise InputError(f"{name}: cross_entropy needs integer class indices, got non-integer labels "
+                         f"(e.g. {odd}); pass class indices 0..{classes - 1}.")
+    bad = (targets < 0) | (targets >= classes)
+    if bad.any():
+        rows = bad.nonzero().flatten()
+        raise InputError(f"{name}: labels must be class indices in [0, {classes - 1}] for a model with {classes} "
+                         f"logits; rows {(rows[:10] + offset).tolist()} have {targets[rows[:3]].tolist()}. "
+                         "Relabel to 0..C-1 or give the model more outputs.")
+
+
+def _check_binary(out_shape: torch.Size, targets: Tensor, name: str, offset: int) -> None:
+    if out_shape.numel() != 1:
+        raise InputError(f"{name}: binary margin losses (logistic, hinge, smooth_hinge) need one logit per example, "
+                         f"got {out_shape.numel()} outputs per example; use a model with one output, or "
+                         "cross_entropy for several classes.")
+    if targets.numel() != targets.shape[0]:
+        raise InputError(f"{name}: binary labels must be one value per example, got labels shaped "
+                         f"{tuple(targets.shape)}.")
+    values = set(torch.unique(targets).tolist())
+    if not (values <= {0, 1} or values <= {-1, 1}):
+        raise InputError(f"{name}: binary labels must all be in {{0, 1}} or all in {{-1, +1}}, got values "
+                         f"{sorted(values)[:6]}; map them to 0/1 (e.g. Y = (Y == positive_class)).")
+
+
+def _check_regression(out_shape: torch.Size, targets: Tensor, name: str, offset: int) -> None:
+    if out_shape.numel() != targets[0].numel():
+        raise InputError(f"{name}: mse needs as many outputs per example as targets; the model gives "
+                         f"{tuple(out_shape)} per example, the labels are {tuple(targets.shape[1:])}.")
+
+
+def check_targets(loss: LossFn, out_shape: torch.Size, targets: Tensor, name: str = "data", offset: int = 0) -> None:
+    """Raise ``InputError`` when ``targets`` [B, ...] cannot be labels of the named ``loss`` for a
+    model whose output per example has shape ``out_shape`` (class index out of range, labels not
+    in {0,1}/{-1,1}, outputs/labels size mismatch). A user-supplied loss is not checked. Rows
+    named in the message are counted from ``offset`` (the batch's start in the data)."""
+    for fn, check in _TARGET_CHECKS:
+        if loss is fn or (isinstance(fn, type) and isinstance(loss, fn)):
+            check(out_shape, targets, name, offset)
+            return
+
+
+_TARGET_CHECKS = ((cross_entropy, _check_class_index), (logistic, _check_binary), (hinge, _check_binary),
+                  (SmoothHinge, _check_binary), (mse, _check_regression))
+
 _NAMED: dict[str, LossFn] = {
     "cross_entropy": cross_entropy,
     "logistic": logistic,

@@ -21,7 +21,7 @@ from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
 from .data import DataLike, Examples
 from .errors import InputError, ModelStateError, NonFiniteError
-from .losses import LossFn, get_loss
+from .losses import LossFn, check_targets, get_loss
 
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
@@ -97,6 +97,20 @@ class Objective:
         self.fixed = {k: self._to(v.detach()) for k, v in state.items() if k not in scope}
         self.train = Examples(train, name="training data")
         self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+        bad = [k for k, v in {**self.unflatten(self.theta), **self.fixed}.items()
+               if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteError(f"model parameters/buffers {bad[:5]} contain NaN or inf; training diverged or the "
+                                 "checkpoint is broken: retrain (e.g. lower the learning rate) or reload the weights.")
+        # a forward pass on a few training examples turns shape/dtype mismatches between model, loss
+        # and data into InputError here, instead of a torch error deep inside vmap later
+        x0, y0 = self.train.take(slice(0, min(4, self.n)))
+        self.example_shape = tuple(x0.shape[1:])
+        self.check_batch(x0, y0, "training data")
+        if self.train.y is not None:  # labels in memory: check all of them, not only the probe
+            check_targets(self.loss_fn, self.output_shape, self.train.y, "training data")
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -149,6 +163,32 @@ class Objective:
                              "return one value per example (use reduction='none').")
         return out
 
+    def check_batch(self, x: Tensor, y: Tensor, name: str = "data", loss: LossFn | None = None) -> None:
+        """Raise ``InputError`` (with the shapes) when the model cannot take inputs ``x`` [B, ...] or
+        the loss cannot take its outputs with labels ``y`` [B, ...]: wrong feature size, wrong
+        dtype, class index out of range, labels outside {0,1}/{-1,1}. Runs the model on <= 4 rows."""
+        xs, ys = self.cast(x[:4], y[:4])
+        try:
+            with torch.no_grad():
+                out = self.outputs(self.theta, xs)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, IndexError, ValueError, TypeError) as e:
+            train = "" if name == "training data" else f" (training examples are {list(self.example_shape)})"
+            raise InputError(f"{name}: the model cannot take examples shaped {list(x.shape[1:])} ({x.dtype}){train}; "
+                             f"make the data match the model's input (torch said: {e})") from None
+        self.output_shape = out.shape[1:]
+        check_targets(loss or self.loss_fn, out.shape[1:], y, name)
+        try:
+            with torch.no_grad():
+                self.losses(self.theta, xs, ys, loss)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, IndexError) as e:
+            raise InputError(f"{name}: the loss cannot take model outputs shaped {tuple(out.shape)} with labels "
+                             f"shaped {tuple(y[:4].shape)}; make the labels match the loss "
+                             f"(torch said: {e})") from None
+
     def _single(self, loss: LossFn | None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         return lambda th, xi, yi: self.losses(th, xi.unsqueeze(0), yi.unsqueeze(0), loss)[0]
 
@@ -186,7 +226,9 @@ class Objective:
         def part(t, x, y):
             return self.losses(t, x, y).sum() / self.n
 
-        for _, x, y in self.train.batches(self.batch_size):
+        for start, x, y in self.train.batches(self.batch_size):
+            if self.train.y is None:  # a Dataset: labels were only probed at construction; check them all here
+                check_targets(self.loss_fn, self.output_shape, y, "training data", start)
             x, y = self.cast(x, y)
             with torch.no_grad():
                 if with_grad:

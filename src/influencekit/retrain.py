@@ -119,6 +119,12 @@ def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, 
     """
     remove = [int(i) for i in remove]
     n = objective.n
+    if n < 2:
+        # influence on one point is defined (H is that point's Hessian plus l2 I), but removing it
+        # leaves no data: the "retrained" model would be argmin of the regulariser alone, not a fit
+        raise InputError("leave-one-out retraining needs at least 2 training points; with n = 1 removing the "
+                         "point leaves nothing to train on. Add training data, or compare Influence.up_params "
+                         "with finite-difference up-weighting (retrain.minimize with weights) instead.")
     if any(i < 0 or i >= n for i in remove):
         raise InputError(f"indices to remove must be in [0, {n}); got {remove}.")
     ex = Examples(test, name="test data")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ConvergenceWarning, NegativeCurvatureError
+from ..errors import ConvergenceWarning, NegativeCurvatureError, NonFiniteError
 from .base import Solver, register
 
 
@@ -65,14 +65,26 @@ class CGSolver(Solver):
                 break
             AP = self._apply(P)
             pAp = (P * AP).sum(1)
+            if not torch.isfinite(pAp[active]).all():
+                raise NonFiniteError(f"CG got a NaN/inf Hessian-vector product at iteration {it}; the loss is not "
+                                     "twice differentiable at theta_hat or the model overflows: check the model "
+                                     "and loss, or use float64.")
             bad = active & (pAp <= 0)
             if bad.any():
                 rq = (pAp[bad] / (P[bad] * P[bad]).sum(1)).min().item()
-                suggested = self.damping - rq + 1e-3 * max(abs(rq), 1.0)
+                # a Rayleigh quotient only bounds lambda_min from above, so damping by -rq alone may
+                # not suffice; a Lanczos estimate of the spectrum (only on this failure path) does
+                from ..curvature import lanczos
+
+                obj = self.objective
+                ritz = lanczos(lambda v: self._apply(v[None])[0], obj.p, 30, obj.dtype, obj.device)
+                lo, hi = min(rq, ritz[0].item()), ritz[-1].item()  # of the damped Hessian
+                suggested = max(self.damping - rq + 1e-3 * max(abs(rq), 1.0), self.damping - lo + 1e-3 * hi)
                 raise NegativeCurvatureError(
                     f"CG met non-positive curvature (Rayleigh quotient {rq:.3e} of the damped Hessian) at "
-                    f"iteration {it}; the Hessian is not positive definite. Use damping >= {suggested:.3e} "
-                    f"(now {self.damping}).", min_eigenvalue=rq, suggested_damping=suggested)
+                    f"iteration {it}; the Hessian is not positive definite (Lanczos estimate of the damped "
+                    f"Hessian's smallest eigenvalue: {lo:.3e}, largest {hi:.3e}). Use damping >= "
+                    f"{suggested:.3e} (now {self.damping}).", min_eigenvalue=lo, suggested_damping=suggested)
             alpha = torch.where(active, rz / pAp.where(active, torch.ones_like(pAp)), torch.zeros_like(rz))
             X = X + alpha[:, None] * P
             R = R - alpha[:, None] * AP

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import NegativeCurvatureError
+from ..errors import NegativeCurvatureError, NonFiniteError
 from ..objective import Objective
 from .base import Solver, register
 
@@ -28,6 +28,9 @@ class ExactSolver(Solver):
 
     def _fit(self, objective: Objective) -> None:
         H = objective.hessian().to(torch.float64)
+        if not torch.isfinite(H).all():
+            raise NonFiniteError("the Hessian has NaN/inf entries at the trained parameters; the loss is not twice "
+                                 "differentiable there: use a smooth loss (e.g. SmoothHinge) or check the model.")
         self.hessian = H
         lam, Q = torch.linalg.eigh(H + self.damping * torch.eye(H.shape[0], dtype=H.dtype, device=H.device))
         top = lam.abs().max().item()

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..curvature import spectrum
-from ..errors import DivergenceError
+from ..errors import DivergenceError, NonFiniteError
 from ..objective import Objective
 from .base import Solver, register
 
@@ -46,8 +46,10 @@ class LiSSASolver(Solver):
         self.scale: float | None = None
 
     def _fit(self, objective: Objective) -> None:
+        self.spectrum = None
         if self.scale_option == "auto":
-            top = spectrum(objective, steps=20).max_eigenvalue + self.damping
+            self.spectrum = spectrum(objective, steps=20)
+            top = self.spectrum.max_eigenvalue + self.damping
             self.scale = 1.5 * top
         else:
             self.scale = float(self.scale_option)
@@ -60,10 +62,17 @@ class LiSSASolver(Solver):
         for r in range(self.repeats):
             h = V.clone()
             check = h
+            # step of the first NaN/inf HVP met while h was still bounded (0: none), kept on the
+            # device so the loop does not synchronise every step; read at the checks below
+            fault = torch.zeros((), dtype=torch.long, device=V.device)
             for j in range(self.depth):
                 x, y = obj.sample_batch(self.batch_size, g)
                 Hh = obj.hvp_batch(h, x, y, 1.0 / x.shape[0]) + (obj.l2 + self.damping) * h
+                bounded = torch.isfinite(h).all() & ((h.norm(dim=1) / vnorm).max() <= 10 * (j + 1))
+                fault = torch.where((fault == 0) & ~torch.isfinite(Hh).all() & bounded, j + 1, fault)
                 h = V + h - Hh / self.scale
+                if (j + 1) % 10 == 0 or j + 1 == self.depth:
+                    self._raise_if_fault(int(fault), r)
                 if (j + 1) % 10 == 0:
                     growth = (h.norm(dim=1) / vnorm).max().item()
                     # h_j = sum_{i<=j} (I - (H+dI)/scale)^i v, and each term has norm <= ||v|| when
@@ -71,6 +80,12 @@ class LiSSASolver(Solver):
                     # (10x, for mini-batch noise) means divergence: scale too small or negative
                     # curvature. This trips within tens of steps, not after the full depth.
                     if not torch.isfinite(h).all() or growth > 10 * (j + 1):
+                        sp = self.spectrum
+                        if sp is not None and sp.min_eigenvalue + self.damping <= 0:
+                            raise DivergenceError(
+                                f"LiSSA diverged at step {j + 1} of repeat {r} (||h||/||v|| = {growth:.2e}): H has "
+                                f"negative curvature (smallest eigenvalue about {sp.min_eigenvalue:.3e}). Increase "
+                                f"damping to >= {sp.suggested_damping:.3e} (now {self.damping}).")
                         raise DivergenceError(
                             f"LiSSA diverged at step {j + 1} of repeat {r} (||h||/||v|| = {growth:.2e}). "
                             f"Increase scale (now {self.scale:.3e}; it must exceed the largest eigenvalue of "
@@ -82,6 +97,13 @@ class LiSSASolver(Solver):
                         check = h
             total += h / self.scale
         return total / self.repeats
+
+    def _raise_if_fault(self, step: int, repeat: int) -> None:
+        if step:  # h was bounded when the HVP went non-finite: a fault of the model/loss, not divergence
+            raise NonFiniteError(
+                f"LiSSA got a NaN/inf Hessian-vector product at step {step} of repeat {repeat} while the series was "
+                "bounded; the loss is not twice differentiable at theta_hat or the model overflows on a "
+                "mini-batch: check the model, loss and data (or use float64).")
 
     def settings(self) -> dict:
         return {**super().settings(), "depth": self.depth, "repeats": self.repeats,
