@@ -20,3 +20,8 @@ def data_dir():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# One thread per test process: the suite runs under pytest-xdist on two cores, and torch's
+# default (all cores per process) oversubscribes them and slows every test down.
+torch.set_num_threads(1)
