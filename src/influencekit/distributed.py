@@ -1,0 +1,307 @@
+"""Scale-out on torch.distributed: each rank holds a shard of the training data.
+
+What is sharded and what is replicated (see docs/distributed.md):
+
+* sharded: the training data (contiguous blocks of rows, ``shard_bounds``), hence every pass
+  over it: HVPs, the training risk and its gradient, the explicit Hessian, per-example
+  gradients and the columns of the score matrix;
+* replicated: the model and theta_hat, the test data, test gradients, the solver state and
+  s_test. Every Hessian-vector product is the sum of the ranks' shard sums (``all_reduce``),
+  so every rank runs the same solver iterations on the same numbers and gets the same s_test.
+* gathered: the [m, n] score matrix (``all_gather`` of the ranks' column blocks).
+
+No process group initialised = one process: every function here falls back to the local
+computation, so the same script runs with ``python`` and with ``torchrun``.
+
+Entry point (a named workload from ``influencekit.workloads``)::
+
+    python -m influencekit.distributed --problem digits-logreg --solver cg \
+        --weights w --out single
+    torchrun --nproc_per_node=2 -m influencekit.distributed --problem digits-logreg --solver cg \
+        --weights w --out two --check single
+
+Sign convention: the matrix is up_loss = I_up,loss (positive = harmful, negative = helpful);
+loo = -(1/n) up_loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .data import DataLike, Examples
+from .errors import CacheError, InputError
+from .influence import SIGN_CONVENTION, Influence
+from .losses import LossFn, check_targets
+from .objective import Objective
+
+
+# ---- collectives (identity without a process group) --------------------------------------
+def active() -> bool:
+    """Whether a torch.distributed process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without a process group."""
+    return (dist.get_rank(), dist.get_world_size()) if active() else (0, 1)
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum of ``t`` over all ranks (in place, and returned). Use it for any curvature statistic
+    that is a sum over training points (HVPs, Kronecker factors, Gram matrices)."""
+    if active() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [lo, hi) of rank ``rank``'s shard: contiguous blocks whose sizes differ by at most one."""
+    if not 0 <= rank < world:
+        raise InputError(f"rank must be in [0, {world}), got {rank}.")
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def shard(data: DataLike, rank: int | None = None, world: int | None = None) -> Examples:
+    """This rank's shard of ``data`` (all of it without a process group)."""
+    r, w = rank_and_world()
+    r, w = (r if rank is None else rank), (w if world is None else world)
+    ex = data if isinstance(data, Examples) else Examples(data, name="training data")
+    lo, hi = shard_bounds(len(ex), r, w)
+    if hi <= lo:
+        raise InputError(f"rank {r} of {w} gets no training rows (n = {len(ex)}); use at most n processes.")
+    return ex.subset(list(range(lo, hi)))
+
+
+def _counts(n_local: int, device: torch.device) -> list[int]:
+    """Number of rows on every rank (all_gather of the local count)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return [n_local]
+    mine = torch.tensor([n_local], dtype=torch.long, device=device)
+    out = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(out, mine)
+    return [int(c.item()) for c in out]
+
+
+def gather_columns(local: Tensor, counts: list[int]) -> Tensor:
+    """Concatenate every rank's column block [k, counts[r]] in rank order: [k, sum(counts)].
+    Blocks are padded to the largest so one ``all_gather`` of equal shapes suffices."""
+    if len(counts) == 1:
+        return local
+    width = max(counts)
+    padded = local.new_zeros(local.shape[0], width)
+    padded[:, :local.shape[1]] = local
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:, :c] for part, c in zip(parts, counts)], 1)
+
+
+# ---- the sharded objective ---------------------------------------------------------------
+class ShardedObjective(Objective):
+    """An ``Objective`` whose training data is this rank's shard, and whose n, risk and HVPs
+    (hence ``hessian``, CG and exact solves) are those of the full training set.
+
+    Args: as ``Objective``, with ``shard`` the rows this rank holds (``shard(data)``).
+    ``counts`` holds the row count of every rank; this rank's rows are global columns
+    [offset, offset + len(shard)). Stochastic solvers that sample mini-batches (LiSSA) are
+    not supported: their samples would differ between ranks.
+    """
+
+    def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, **kwargs: Any):
+        local = len(shard if isinstance(shard, Examples) else Examples(shard, name="training data"))
+        device = kwargs.get("device") or next(model.parameters()).device
+        self.counts = _counts(local, torch.device(device))
+        rank, _ = rank_and_world()
+        self.offset = sum(self.counts[:rank])
+        super().__init__(model, loss, shard, **kwargs)
+
+    @property
+    def n(self) -> int:
+        """Number of training points on all ranks together."""
+        return sum(self.counts)
+
+    @property
+    def n_local(self) -> int:
+        return len(self.train)
+
+    def hvp(self, V: Tensor) -> Tensor:
+        """H V of the full objective: this shard's (1/n) sum grad^2 L V, summed over ranks, + l2 V."""
+        single = V.dim() == 1
+        V = (V.unsqueeze(0) if single else V).to(self.device, self.dtype)
+        part = torch.zeros_like(V)
+        for _, x, y in self.train.batches(self.batch_size):
+            part = part + self.hvp_batch(V, x, y, 1.0 / self.n)
+        out = all_reduce_sum(part) + self.l2 * V
+        return out[0] if single else out
+
+    def risk(self, theta: Tensor | None = None, *, with_grad: bool = False) -> tuple[Tensor, Tensor | None]:
+        """R(theta) of the full training set and, if asked, its gradient [p] (all-reduced)."""
+        from torch.func import grad_and_value
+
+        th = self.theta if theta is None else theta
+        acc = torch.zeros(1 + (th.numel() if with_grad else 0), dtype=th.dtype, device=th.device)
+
+        def part(t, x, y):
+            return self.losses(t, x, y).sum() / self.n
+
+        for start, x, y in self.train.batches(self.batch_size):
+            if self.train.y is None:
+                check_targets(self.loss_fn, self.output_shape, y, "training data", start)
+            x, y = self.cast(x, y)
+            with torch.no_grad():
+                if with_grad:
+                    gb, val = grad_and_value(part)(th, x, y)
+                    acc[1:] += gb
+                else:
+                    val = part(th, x, y)
+            acc[0] += val
+        acc = all_reduce_sum(acc)
+        total = acc[0] + 0.5 * self.l2 * th.dot(th)
+        return total, (acc[1:] + self.l2 * th) if with_grad else None
+
+    def sample_batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise InputError("stochastic solvers (lissa) sample mini-batches, which would differ between ranks; "
+                         "use solver='cg' or 'exact' with a sharded objective, or run lissa in one process.")
+
+
+class ShardedInfluence(Influence):
+    """``Influence`` over training data sharded across ranks. Arguments as ``Influence``, with
+    ``shard`` this rank's rows. ``up_loss``, ``loo`` and ``self_influence`` return the full
+    matrices (all columns, gathered from every rank); ``up_params`` takes local row indices."""
+
+    def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, *, l2: float = 0.0,
+                 params: Iterable[str] | None = None, batch_size: int = 512, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, **kwargs: Any):
+        # Influence validates the arguments and builds the solver; its local objective is then
+        # replaced by the sharded one (same model, loss and settings)
+        super().__init__(model, loss, shard, l2=l2, params=params, batch_size=batch_size, dtype=dtype,
+                         device=device, **kwargs)
+        local = self.objective
+        self.objective = ShardedObjective(model, loss, local.train, l2=l2, params=local.names,
+                                          batch_size=batch_size, dtype=local.dtype, device=local.device)
+
+    def up_loss(self, test: DataLike, *, method: str = "grad", progress: bool = False) -> Tensor:
+        """I_up,loss [m, n] over all ranks' training points (positive = harmful). ``method`` is
+        fixed (default ``grad``) so that every rank scores the same way."""
+        return gather_columns(super().up_loss(test, method=method, progress=progress), self.objective.counts)
+
+    def self_influence(self, *, batch_size: int | None = None, progress: bool = False) -> Tensor:
+        """I_up,loss(z_i, z_i) for all n training points: [n] (gathered).
+
+        An iterative solver's HVPs are collectives, so all ranks must solve the same systems in
+        lockstep: at every step each rank contributes one batch of its gradients (none once its
+        shard is done), the batches are gathered, solved together on every rank, and each rank
+        keeps its own rows."""
+        self.fit()
+        obj = self.objective
+        b = batch_size or obj.batch_size
+        rank, world = rank_and_world()
+        out = []
+        for lo in range(0, max(obj.counts), b):
+            hi = min(lo + b, obj.n_local)
+            G = obj.grads(*obj.train.take(slice(lo, hi))) if hi > lo else obj.theta.new_zeros(0, obj.p)
+            sizes = [max(0, min(lo + b, c) - lo) for c in obj.counts]
+            G_all = gather_columns(G.T, sizes).T  # [sum(sizes), p], the same on every rank
+            mine = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
+            out.append(-(G * self.solver.solve(G_all)[mine]).sum(1))
+        return gather_columns(torch.cat(out)[None], obj.counts)[0]
+
+
+# ---- entry point -------------------------------------------------------------------------
+def init_from_env(backend: str | None = None) -> bool:
+    """Initialise the process group from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
+    ...): gloo on CPU, nccl when CUDA is available. Returns False (one process) without it."""
+    if "WORLD_SIZE" not in os.environ or active():
+        return active()
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m influencekit.distributed",
+                                description="I_up,loss matrix of a named workload, training data sharded over "
+                                            "torch.distributed ranks. " + SIGN_CONVENTION)
+    p.add_argument("--problem", default="digits-logreg", help="workload name (influencekit.workloads)")
+    p.add_argument("--data-dir", help="data folder for workloads that need one (default: found automatically)")
+    p.add_argument("--solver", default="cg", choices=["cg", "exact"], help="inverse-HVP solver")
+    p.add_argument("--tests", type=int, default=20, help="score against the first TESTS test points")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tol", type=float, default=1e-10, help="CG relative tolerance")
+    p.add_argument("--backend", choices=["gloo", "nccl"], help="default: nccl with CUDA, else gloo")
+    p.add_argument("--out", required=True, help="where rank 0 writes the matrix (.safetensors + .json)")
+    p.add_argument("--weights", help="safetensors record of the trained weights: loaded if it exists, else "
+                                     "written (training is not bit-reproducible between processes, so a "
+                                     "comparison of two runs must share the weights)")
+    p.add_argument("--check", help="a matrix written before (e.g. by one process): fail if "
+                                   "max|A-B| / max|B| >= 1e-5")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import storage
+    from .workloads import make_workload
+
+    args = _parser().parse_args(argv)
+    init_from_env(args.backend)
+    rank, world = rank_and_world()
+    torch.set_num_threads(1)  # train as alike as possible in every process (--weights makes it exact)
+    w = make_workload(args.problem, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    device = torch.device(f"cuda:{torch.cuda.current_device()}") if active() and \
+        dist.get_backend() == "nccl" else torch.device("cpu")
+    model = w.model
+    if args.weights and storage.exists(args.weights):  # the exact weights of an earlier run
+        state, _ = storage.load(args.weights, {"problem": args.problem})
+        with torch.no_grad():
+            for k, t in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items():
+                t.copy_(state[k])
+    elif args.weights and rank == 0:
+        storage.save(args.weights, {**dict(model.named_parameters()), **dict(model.named_buffers())},
+                     {"problem": args.problem})
+    model = model.to(device)
+    if world > 1:  # one set of weights for all ranks, whatever each rank's training did
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(t.data, src=0)
+    opts = {"tol": args.tol} if args.solver == "cg" else {}
+    inf = ShardedInfluence(model, w.loss, shard(w.train), l2=w.l2, solver=args.solver, damping=w.damping,
+                           test_loss=w.test_loss, batch_size=args.batch_size, device=device, **opts)
+    Xte, yte = w.test
+    M = inf.up_loss((Xte[:args.tests], yte[:args.tests])).cpu()
+    status = 0
+    if rank == 0:
+        meta = {"problem": args.problem, "solver": inf.solver.settings(), "world_size": world,
+                "n": inf.n, "m": M.shape[0], "model": storage.fingerprint_objective(inf.objective),
+                "quantity": "up_loss = I_up,loss [m, n]"}
+        storage.save(args.out, {"up_loss": M}, meta)
+        print(f"wrote {args.out}: up_loss {list(M.shape)} from {world} process(es)")
+        if args.check:
+            try:  # a reference computed for another model would make the comparison void: refused
+                ref = storage.load(args.check, {"model": meta["model"], "problem": args.problem})[0]["up_loss"]
+                rel = ((M - ref).abs().max() / ref.abs().max()).item()
+                print(f"max|A-B| / max|B| = {rel:.3e} against {args.check}")
+                status = int(not rel < 1e-5)
+            except CacheError as e:
+                print(f"cannot compare: {e} (pass the same --weights to both runs)", file=sys.stderr)
+                status = 2
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
