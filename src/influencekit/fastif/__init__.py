@@ -1,0 +1,19 @@
+"""FastIF (Guo et al. 2020): influence over the k nearest training neighbours of each test point.
+
+* ``index``: feature embeddings and a FAISS k-NN index, saved with a model/data fingerprint and
+  rebuilt only when it changes;
+* ``prefilter``: scores on the candidates only, top-k helpful/harmful, recall against the full method;
+* ``tune``: the cheapest inverse-HVP setting whose scores match a reference (Pearson >= target);
+* ``parallel``: s_test and scoring shards in worker processes, equal to the serial result.
+
+Signs follow ``influencekit.influence.SIGN_CONVENTION``: I_up,loss > 0 harmful, < 0 helpful,
+loo = -(1/n) I_up,loss.
+"""
+
+from .index import KNNIndex, embed, fingerprint, load_or_build
+from .parallel import parallel_s_test, parallel_scores
+from .prefilter import candidate_scores, recall_at_k, top_influential
+from .tune import Trial, tune
+
+__all__ = ["KNNIndex", "Trial", "candidate_scores", "embed", "fingerprint", "load_or_build", "parallel_s_test",
+           "parallel_scores", "recall_at_k", "top_influential", "tune"]
