@@ -1,0 +1,55 @@
+"""uses.mislabel: label flipping, detection curves, and self-influence finding flipped labels."""
+
+import numpy as np
+import pytest
+import torch
+
+from influencekit import datasets
+from influencekit.errors import InputError
+from influencekit.uses import mislabel as ml
+
+
+def test_flip_labels_flips_exactly_the_fraction_and_never_keeps_the_true_class():
+    y = torch.arange(200) % 10
+    noisy, idx = ml.flip_labels(y, 0.1, seed=3)
+    assert len(idx) == 20
+    assert (noisy[idx] != y[idx]).all()
+    rest = torch.ones(200, dtype=torch.bool)
+    rest[idx] = False
+    assert (noisy[rest] == y[rest]).all()
+    yb = torch.arange(50) % 2
+    nb, ib = ml.flip_labels(yb, 0.2)
+    assert (nb[ib] == 1 - yb[ib]).all()
+
+
+def test_flip_fraction_must_be_a_proper_fraction():
+    with pytest.raises(InputError, match="fraction"):
+        ml.flip_labels(torch.zeros(10, dtype=torch.long), 1.5)
+
+
+def test_detection_curve_counts_flipped_points_among_the_first_checked():
+    order = torch.tensor([4, 0, 2, 1, 3])
+    flipped = torch.tensor([0, 3])
+    curve = ml.detection_curve(order, flipped, np.array([0.0, 0.2, 0.4, 0.8, 1.0]))
+    np.testing.assert_allclose(curve, [0.0, 0.0, 0.5, 0.5, 1.0])
+
+
+def test_enron_features_use_words_only_without_stop_words_and_cap_the_vocabulary():
+    docs = ["Subject: cheap meds 123 buy now", "Subject: meeting at the office", "Subject: buy cheap cheap meds",
+            "Subject: office meeting notes", "Subject: the meds are cheap"]
+    Xtr, ytr, Xte, yte, vocab = ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), max_features=3, test_fraction=0.2)
+    assert len(vocab) <= 3 and Xtr.shape == (4, len(vocab)) and Xte.shape == (1, len(vocab))
+    assert not {"the", "at", "123"} & set(vocab)
+    assert Xtr.min() >= 0 and Xtr.dtype == torch.float64
+
+
+def test_on_digits_self_influence_finds_far_more_flipped_labels_than_random_and_fixing_them_helps():
+    Xtr, ytr, Xte, yte = datasets.digits(None)
+    r = ml.run((Xtr, ytr), (Xte, yte), l2=1e-3, retrain_at=(0.0, 0.1), fractions=np.linspace(0, 0.3, 31))
+    at = r.at(0.1)
+    assert r.n_flipped == round(0.1 * r.n)
+    assert at["self_influence"] > 0.6 and at["self_influence"] > 3 * at["random"]
+    assert (r.self_influence <= 1e-12).all()  # -g^T H^-1 g with H positive definite
+    # fixing the 10% the ranking points at restores accuracy toward the clean-label model
+    assert r.accuracy["self_influence"][1] > r.accuracy["self_influence"][0]
+    assert r.accuracy["self_influence"][1] >= r.accuracy["random"][1]
