@@ -3,25 +3,34 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first: a local CPU wheel here; the package itself only asks torch>=2.4.
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+# The main job: on bundled digits, explain test predictions (most helpful / harmful training
+# images with scores), check against leave-one-out retraining, find flipped labels; writes
+# demo-out/report.html and PNG figures.
 demo: setup
-	$(BIN)/influencekit validate --workload digits-logreg --solver exact --k 30
+	$(BIN)/influencekit report --out demo-out
+
+# Headless Chromium for the report's browser test (Debian package; best-effort, as root).
+# Where it cannot be installed the browser test is skipped with a message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the browser test will be skipped"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup lint
+test: setup lint browser
 	$(BIN)/pytest -n 2 -q tests
 
 clean:
