@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from influencekit import datasets
+
+# tests/ is a package (so same-named test files in sub-folders do not clash); its shared
+# helpers module is imported as a top-level ``helpers``.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
