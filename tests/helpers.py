@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 import influencekit as ik
@@ -27,3 +29,19 @@ def worst_test_point(obj, test):
     losses = obj.losses(obj.theta, *obj.cast(X, y))
     j = int(losses.argmax())
     return X[j:j + 1], y[j:j + 1]
+
+
+def digits_mlp(hidden: int = 8, l2: float = 1e-3, n_train: int = 300, classes=None, polish: int = 200):
+    """A tanh MLP 64 -> hidden -> 10 on digits in float64: Adam, then ``polish`` L-BFGS steps
+    towards a stationary point. Returns (objective, (Xte, yte)); p = 75 * hidden + 10."""
+    from influencekit.models import MLP, train
+
+    Xtr, ytr, Xte, yte = datasets.digits() if classes is None else datasets.digits(classes)
+    Xtr, ytr = Xtr[:n_train].double(), ytr[:n_train]
+    torch.manual_seed(0)
+    model = train(MLP(64, (hidden,), 10).double(), "cross_entropy", Xtr, ytr, l2=l2, epochs=15, lr=2e-2)
+    obj = ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=300)
+    with warnings.catch_warnings():  # not being at round-off stationarity is fine for solver comparisons
+        warnings.simplefilter("ignore")
+        model = obj.to_model(ik.minimize(obj, max_iter=polish)).eval()
+    return ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=300), (Xte.double(), yte)

@@ -1,0 +1,242 @@
+"""Layers whose curvature factorises (nn.Linear, nn.Conv2d), and capture of their inputs and
+output gradients for a batch: what K-FAC / EK-FAC are built from.
+
+A supported layer is a linear map per location t: out_t = W a_t (+ b), with W [d_out, d_in].
+For a Linear layer t runs over any leading dimensions besides the batch (T = 1 for [B, d]);
+for a Conv2d layer a_t is the receptive-field patch at spatial location t (im2col by
+``F.unfold``, so d_in = C_in * kh * kw and T = output height x width; KFC, Grosse & Martens
+2016). The per-example gradient of the block [W | b] is then
+
+    G_b = sum_t g_bt [a_bt ; 1]^T    [d_out, cols],    cols = d_in (+ 1 when the bias is in scope)
+
+with g_bt = dL_b / d out_bt. Flattened row-major, vec(G_b) = sum_t g_bt (x) [a_bt; 1], which is
+how ``LayerBlock.gather``/``scatter`` map a block to its slices of the flat theta [p].
+
+The capture runs a private deep copy of the model through ``functional_call`` with the
+objective's parameters; forward hooks on the copy record each layer's input and add a zero
+"probe" to its output, whose gradient is the output gradient g. The user's module is never
+touched.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, hessian, vmap
+
+from .errors import InputError, UnsupportedLayerError
+from .objective import Objective
+
+SUPPORTED = (nn.Linear, nn.Conv2d)
+
+#: How per-example "gradients" are formed for curvature statistics:
+#: "ggn": the generalised Gauss-Newton J^T H_out J, which equals the true Fisher (labels drawn
+#: from the model's predictive distribution) in expectation for cross-entropy/logistic. It is
+#: computed exactly, without sampling, by back-propagating the columns of H_out^{1/2} (the
+#: per-example Hessian of the loss w.r.t. the model outputs; R = number of outputs pseudo-
+#: gradients per example). "empirical": the gradient of the loss at the observed label (R = 1).
+FISHER_TYPES = ("ggn", "empirical")
+
+
+@dataclass(frozen=True)
+class LayerBlock:
+    """One supported layer in scope and where its parameters sit in the flat theta [p].
+
+    ``weight``/``bias``: slices of theta (None when that parameter is out of scope).
+    ``d_out``: output features / channels. ``d_in``: columns of the weight matrix
+    (in_features, or C_in * kh * kw for a convolution).
+    """
+
+    name: str
+    kind: str
+    weight: slice | None
+    bias: slice | None
+    d_out: int
+    d_in: int
+
+    @property
+    def cols(self) -> int:
+        """Columns of the block matrix [W | b] in scope."""
+        return (self.d_in if self.weight is not None else 0) + (1 if self.bias is not None else 0)
+
+    def gather(self, V: Tensor) -> Tensor:
+        """The block of each row of V [k, p] as a matrix: [k, d_out, cols]."""
+        parts = []
+        if self.weight is not None:
+            parts.append(V[:, self.weight].reshape(V.shape[0], self.d_out, self.d_in))
+        if self.bias is not None:
+            parts.append(V[:, self.bias].reshape(V.shape[0], self.d_out, 1))
+        return torch.cat(parts, 2)
+
+    def scatter(self, M: Tensor, out: Tensor) -> None:
+        """Write block matrices M [k, d_out, cols] into their slices of out [k, p] (in place)."""
+        if self.weight is not None:
+            out[:, self.weight] = M[:, :, : self.d_in].reshape(M.shape[0], -1)
+        if self.bias is not None:
+            out[:, self.bias] = M[:, :, -1]
+
+
+def find_layers(objective: Objective) -> list[LayerBlock]:
+    """The supported layers among the parameters in scope, in module order.
+
+    Raises ``UnsupportedLayerError`` when a parameter in scope belongs to another layer type
+    (or is shared between modules, or is a Conv2d with groups/non-zero padding mode), naming
+    it and the solvers that work instead.
+    """
+    offsets, start = {}, 0
+    for name, numel in zip(objective.names, objective.numels):
+        offsets[name] = slice(start, start + numel)
+        start += numel
+    owners: dict[int, list[str]] = {}
+    for mname, m in objective.model.named_modules():
+        for pname, prm in m.named_parameters(recurse=False):
+            owners.setdefault(id(prm), []).append(f"{mname}.{pname}" if mname else pname)
+    blocks, covered = [], set()
+    for mname, m in objective.model.named_modules():
+        local = {pn: (f"{mname}.{pn}" if mname else pn) for pn, _ in m.named_parameters(recurse=False)}
+        in_scope = [full for full in local.values() if full in offsets]
+        if not in_scope:
+            continue
+        what = f"{mname or 'the model'} ({type(m).__name__})"
+        if not isinstance(m, SUPPORTED):
+            raise UnsupportedLayerError(
+                f"parameters {in_scope} belong to layer {what}, which K-FAC/EK-FAC cannot factorise (supported: "
+                "nn.Linear, nn.Conv2d); use solver='cg' or 'exact' (or 'arnoldi', 'lissa'), or leave those "
+                "parameters out of params.")
+        shared = [full for full in in_scope if len(owners[id(getattr(m, full.rsplit('.', 1)[-1]))]) > 1]
+        if shared:
+            raise UnsupportedLayerError(f"parameters {shared} of {what} are shared between modules (tied weights); "
+                                        "K-FAC's block-diagonal form does not apply: use solver='cg' or 'exact'.")
+        if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros" or m.padding == "same"):
+            raise UnsupportedLayerError(f"{what} has groups={m.groups}, padding_mode={m.padding_mode!r}, "
+                                        f"padding={m.padding!r}; only groups=1, zero padding given as numbers is "
+                                        "factorised: use solver='cg' or 'exact'.")
+        wname, bname = local.get("weight"), local.get("bias")
+        w = offsets.get(wname) if wname else None
+        b = offsets.get(bname) if bname else None
+        d_out = m.weight.shape[0]
+        blocks.append(LayerBlock(mname, "conv2d" if isinstance(m, nn.Conv2d) else "linear", w, b, d_out,
+                                 m.weight[0].numel()))
+        covered.update(in_scope)
+    missing = [k for k in objective.names if k not in covered]
+    if missing:  # a parameter registered on no module (e.g. via parametrisations)
+        raise UnsupportedLayerError(f"parameters {missing} belong to no nn.Linear/nn.Conv2d layer; use solver='cg' "
+                                    "or 'exact', or leave them out of params.")
+    return blocks
+
+
+class LayerCapture:
+    """Per-layer inputs and output gradients of a batch, for the blocks of ``find_layers``.
+
+    ``capture(x, y, fisher)`` returns, per block (same order), ``(a, g)`` with
+    a: [B, T, cols] layer inputs (patches for conv; a column of ones appended for the bias)
+    and g: [B, R, T, d_out] output gradients of R pseudo-gradients per example (``FISHER_TYPES``),
+    in the objective's dtype. ``per_example(a, g)`` gives the block gradients [B, R, d_out, cols].
+    """
+
+    def __init__(self, objective: Objective, blocks: list[LayerBlock] | None = None):
+        self.objective = objective
+        self.blocks = find_layers(objective) if blocks is None else blocks
+        # our own copy carries the hooks; functional_call supplies the objective's tensors
+        self.model = copy.deepcopy(objective.model)
+        mods = dict(self.model.named_modules())
+        self.modules = [mods[b.name] for b in self.blocks]
+
+    def _params(self) -> dict[str, Tensor]:
+        obj = self.objective
+        return {**obj.unflatten(obj.theta), **obj.fixed}
+
+    def capture(self, x: Tensor, y: Tensor, fisher: str = "empirical") -> list[tuple[Tensor, Tensor]]:
+        if fisher not in FISHER_TYPES:
+            raise InputError(f"fisher must be one of {FISHER_TYPES}, got {fisher!r}.")
+        obj = self.objective
+        x, y = obj.cast(x, y)
+        inputs: list[list[Tensor]] = [[] for _ in self.blocks]
+        probes: list[list[Tensor]] = [[] for _ in self.blocks]
+
+        def hook(i):
+            def fn(module, args, out):
+                inputs[i].append(args[0].detach())
+                probe = torch.zeros_like(out, requires_grad=True)
+                probes[i].append(probe)
+                return out + probe  # d loss / d probe = d loss / d out
+
+            return fn
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.modules)]
+        try:
+            with torch.enable_grad():
+                f = functional_call(self.model, self._params(), (x,))
+                leaves = [p for ps in probes for p in ps]
+                if fisher == "empirical":
+                    cot = [torch.autograd.grad(obj.loss_fn(f, y).sum(), leaves)]
+                else:
+                    cot = [torch.autograd.grad(f, leaves, grad_outputs=r, retain_graph=True)
+                           for r in _output_hessian_roots(obj.loss_fn, f.detach(), y)]
+        finally:
+            for h in handles:
+                h.remove()
+        out = []
+        pos = 0
+        for i, (blk, m) in enumerate(zip(self.blocks, self.modules)):
+            calls = len(probes[i])
+            if calls == 0:
+                raise InputError(f"layer {blk.name} is in scope but was not called in the forward pass; leave its "
+                                 "parameters out of params.")
+            a = torch.cat([_patches(m, t) for t in inputs[i]], 1)
+            g = torch.stack([torch.cat([_out_rows(m, c[pos + j]) for j in range(calls)], 1) for c in cot], 1)
+            pos += calls
+            parts = [a] if blk.weight is not None else []
+            if blk.bias is not None:
+                parts.append(a.new_ones(a.shape[0], a.shape[1], 1))
+            out.append((torch.cat(parts, 2), g))
+        return out
+
+    @staticmethod
+    def per_example(a: Tensor, g: Tensor) -> Tensor:
+        """Block gradients sum_t g_t a_t^T: a [B, T, cols], g [B, R, T, d_out] -> [B, R, d_out, cols]."""
+        return torch.einsum("brto,btc->broc", g, a)
+
+    def gradients(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-example gradients [B, p] assembled from the layer captures (empirical: at the
+        observed labels); equals ``objective.grads(x, y)``. A reference path for tests."""
+        G = torch.zeros(x.shape[0], self.objective.p, dtype=self.objective.dtype, device=self.objective.device)
+        for blk, (a, g) in zip(self.blocks, self.capture(x, y, "empirical")):
+            blk.scatter(self.per_example(a, g)[:, 0], G)
+        return G
+
+
+def _patches(m: nn.Module, t: Tensor) -> Tensor:
+    """Layer input -> [B, T, d_in]: im2col patches for a convolution, rows for a linear layer."""
+    if isinstance(m, nn.Conv2d):
+        pad = (0, 0) if m.padding == "valid" else m.padding
+        cols = F.unfold(t, m.kernel_size, dilation=m.dilation, padding=pad, stride=m.stride)  # [B, C k k, L]
+        return cols.transpose(1, 2)
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def _out_rows(m: nn.Module, t: Tensor) -> Tensor:
+    """Output gradient -> [B, T, d_out] (spatial locations of a conv output become rows)."""
+    if isinstance(m, nn.Conv2d):
+        return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2)
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def _output_hessian_roots(loss, f: Tensor, y: Tensor) -> list[Tensor]:
+    """Columns of H_out^{1/2}: r_1..r_O with sum_r r_r r_r^T = d^2 L_b / d f_b^2 for every example b.
+    f: [B, ...] outputs; returns O tensors shaped like f. Negative eigenvalues (a loss that is
+    not convex in the outputs) are clipped to 0, as the GGN does."""
+    shape = f.shape[1:]
+    flat = f.reshape(f.shape[0], -1)
+
+    def single(fi: Tensor, yi: Tensor) -> Tensor:
+        return loss(fi.reshape(1, *shape), yi.unsqueeze(0))[0]
+
+    H = vmap(hessian(single))(flat, y)  # [B, O, O]
+    lam, U = torch.linalg.eigh(H)
+    R = U * lam.clamp_min(0).sqrt().unsqueeze(1)  # columns r = sqrt(lam) u
+    return [R[:, :, j].reshape(f.shape) for j in range(R.shape[2])]

@@ -1,0 +1,91 @@
+"""Layer discovery and capture: per-layer inputs a and output gradients g reproduce the
+per-example gradients exactly (G_b = sum_t g_bt a_bt^T), and the GGN pseudo-gradients
+reproduce the Gauss-Newton matrix."""
+
+import pytest
+import torch
+from torch import nn
+
+import influencekit as ik
+from influencekit.layers import LayerCapture, find_layers
+
+
+def _data(shape, n=12, classes=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, classes, (n,), generator=g)
+
+
+class ConvNet(nn.Module):  # padding, stride, dilation and a conv without bias
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.c2 = nn.Conv2d(3, 4, 2, dilation=2, bias=False)
+        self.fc = nn.Linear(4 * 2 * 2, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.c2(torch.tanh(self.c1(x))))
+        return self.fc(h.flatten(1))
+
+
+def test_linear_layer_captures_reproduce_per_example_gradients():
+    X, y = _data((5,))
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    obj = ik.Objective(model, "cross_entropy", (X, y))
+    torch.testing.assert_close(LayerCapture(obj).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+
+
+def test_conv_layer_captures_reproduce_per_example_gradients_via_im2col():
+    X, y = _data((2, 7, 7))
+    obj = ik.Objective(ConvNet().double(), "cross_entropy", (X, y))
+    blocks = find_layers(obj)
+    assert [(b.name, b.kind, b.d_out, b.d_in, b.cols) for b in blocks] == [
+        ("c1", "conv2d", 3, 18, 19), ("c2", "conv2d", 4, 12, 12), ("fc", "linear", 3, 16, 17)]
+    torch.testing.assert_close(LayerCapture(obj).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+
+
+def test_a_subset_of_parameters_maps_to_the_right_slices_of_theta():
+    X, y = _data((2, 7, 7))
+    obj = ik.Objective(ConvNet().double(), "cross_entropy", (X, y), params=["fc.weight", "c1.bias"])
+    blocks = find_layers(obj)
+    assert [(b.name, b.cols) for b in blocks] == [("c1", 1), ("fc", 16)]
+    torch.testing.assert_close(LayerCapture(obj).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+
+
+def test_ggn_pseudo_gradients_reproduce_the_hessian_of_a_linear_softmax_model():
+    # logits linear in theta and cross-entropy convex in the logits: GGN = Hessian exactly
+    X, y = _data((4,), n=30)
+    obj = ik.Objective(nn.Linear(4, 3).double(), "cross_entropy", (X, y), l2=0.1)
+    cap = LayerCapture(obj)
+    (a, g), = cap.capture(X, y, "ggn")
+    G = cap.per_example(a, g).reshape(30, 3, -1)  # [n, R, 15]: rows of [W | b]
+    ggn = torch.einsum("brp,brq->pq", G, G) / 30
+    # the block's [W | b] layout (3 rows of 5) -> theta's order [W.flatten(), b]
+    order = torch.cat([torch.arange(15).reshape(3, 5)[:, :4].flatten(), torch.arange(15).reshape(3, 5)[:, 4]])
+    ggn = ggn[order][:, order]
+    torch.testing.assert_close(ggn + 0.1 * torch.eye(15, dtype=torch.float64), obj.hessian(), rtol=0, atol=1e-12)
+
+
+def test_the_users_model_is_not_modified():
+    X, y = _data((5,))
+    model = nn.Sequential(nn.Linear(5, 3)).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    LayerCapture(ik.Objective(model, "cross_entropy", (X, y))).capture(X, y, "ggn")
+    assert not model[0]._forward_hooks and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_unsupported_layer_in_scope_names_it_and_the_solvers_to_use():
+    X, y = _data((5,))
+    model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double()
+    with pytest.raises(ik.UnsupportedLayerError, match=r"1 \(LayerNorm\).*solver='cg' or 'exact'"):
+        find_layers(ik.Objective(model, "cross_entropy", (X, y)))
+    # leaving the norm layer out of scope is the other fix
+    obj = ik.Objective(model, "cross_entropy", (X, y), params=["0.weight", "0.bias", "2.weight", "2.bias"])
+    assert [b.name for b in find_layers(obj)] == ["0", "2"]
+
+
+def test_tied_weights_are_refused():
+    X, y = _data((4,))
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)).double()
+    model[2].weight = model[0].weight
+    with pytest.raises(ik.UnsupportedLayerError, match="shared"):
+        find_layers(ik.Objective(model, "mse", (X, torch.randn(12, 4, dtype=torch.float64))))
