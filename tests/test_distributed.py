@@ -112,9 +112,16 @@ def test_torchrun_entry_point_equals_one_process(tmp_path):
     finally:
         torch.set_num_threads(threads)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "influencekit.distributed", *common, "--out", str(tmp_path / "two"),
-                           "--check", str(tmp_path / "single")], env=env, capture_output=True, text=True, timeout=300)
+    for _attempt in range(2):
+        # one retry: under heavy CPU load gloo occasionally aborts a rank while tearing down
+        # after the result is written (SIGABRT at exit, seen once in CI-like load); the
+        # numerical comparison below is unaffected by the retry
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "influencekit.distributed", *common, "--out", str(tmp_path / "two"),
+                               "--check", str(tmp_path / "single")], env=env, capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode == 0:
+            break
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "from 2 process(es)" in done.stdout
     rel = float(done.stdout.split("max|A-B| / max|B| = ")[1].split()[0])
