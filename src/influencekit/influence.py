@@ -38,9 +38,11 @@ SIGN_CONVENTION = ("up_loss = I_up,loss = -grad L(z_test)^T H^-1 grad L(z_train)
                    "(up-weighting raises test loss), negative = helpful; loo = -(1/n) up_loss = predicted "
                    "change of test loss when the training point is removed.")
 
-#: With at most this many test vectors, scoring uses forward-mode directional derivatives
-#: (k jvp passes, no per-example gradients); above it, per-example gradients via vmap, whose
-#: cost does not grow with k. Measured crossover on small MLP/CNNs on CPU (BENCHMARKS.md).
+#: With at most this many test vectors, "auto" scoring uses forward-mode directional derivatives
+#: (k jvp passes, no per-example gradients); above it, per-layer factorised contractions
+#: (``scoring.py``: Linear/Conv2d blocks without per-example gradients, vmap for any other
+#: parameter), which cost 1.8x a training epoch for [100 x 60000] on the MNIST CNN against 3.4x
+#: for vmap per-example gradients (BENCHMARKS.md, benchmarks/scoring/epoch_ratio.py).
 JVP_MAX_VECTORS = 2
 
 
@@ -48,13 +50,14 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
            batch_size: int | None = None, progress: bool = False) -> Tensor:
     """grad L(z_i)^T s_k for every example z_i of ``data`` (default: the training data): [k, n].
 
-    Streams ``data`` in batches: memory is one batch of per-example gradients [B, p] (or k
-    forward-mode passes with ``method="jvp"``) plus the [k, n] output.
+    Streams ``data`` in batches: memory is one batch (per-layer activations and output
+    gradients with ``"layers"``, per-example gradients [B, p] with ``"grad"``, k forward-mode
+    passes with ``"jvp"``) plus the [k, n] output.
     """
     S = S.unsqueeze(0) if S.dim() == 1 else S
     ex = objective.train if data is None else Examples(data, name="scored data")
     if method == "auto":
-        method = "jvp" if S.shape[0] <= JVP_MAX_VECTORS else "grad"
+        method = "jvp" if S.shape[0] <= JVP_MAX_VECTORS else "layers"
     if method not in ("jvp", "grad", "layers"):
         raise InputError(f"method must be 'auto', 'jvp', 'grad' or 'layers', got {method!r}.")
     S = S.to(objective.device, objective.dtype)
