@@ -49,8 +49,10 @@ def test_cg_solves_each_right_hand_side_as_if_alone(problem):
 
 def test_cg_warns_with_residuals_when_it_runs_out_of_iterations(problem):
     obj, H, V = problem
+    cg = ik.make_solver("cg", max_iter=2).fit(obj)
     with pytest.warns(ik.ConvergenceWarning, match="relative residual"):
-        ik.make_solver("cg", max_iter=2).fit(obj).solve(V)
+        cg.solve(V)
+    assert cg.iterations == 2 and cg.residuals[-1].max() > cg.tol
 
 
 def test_lissa_matches_exact_to_5e_2(problem):
