@@ -45,3 +45,16 @@ def digits_mlp(hidden: int = 8, l2: float = 1e-3, n_train: int = 300, classes=No
         warnings.simplefilter("ignore")
         model = obj.to_model(ik.minimize(obj, max_iter=polish)).eval()
     return ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=300), (Xte.double(), yte)
+
+
+class Saddle(torch.nn.Module):
+    """f(x) = a * b * x_0 at a = b = 0: with the mse loss the Hessian is [[0, c], [c, 0]],
+    indefinite (eigenvalues +-c), the smallest case of negative curvature."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.a * self.b * x[:, 0]

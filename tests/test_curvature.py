@@ -12,15 +12,6 @@ import influencekit as ik
 from influencekit.models import MLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def saddle():
     """An untrained tanh MLP under mse: its Hessian has negative eigenvalues (p = 26)."""

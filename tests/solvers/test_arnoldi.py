@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import influencekit as ik
-from helpers import logistic_digits
+from helpers import Saddle, logistic_digits
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +35,6 @@ def test_low_rank_arnoldi_is_the_inverse_on_the_top_eigenspace(problem):
 
 def test_negative_curvature_on_the_kept_subspace_names_a_damping():
     X, y = torch.randn(30, 3, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
-
-    class Saddle(torch.nn.Module):  # f = a*b*x0 at a = b = 0: eigenvalues +-c
-        def __init__(self):
-            super().__init__()
-            self.a = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-            self.b = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-
-        def forward(self, x):
-            return self.a * self.b * x[:, 0]
 
     obj = ik.Objective(Saddle(), "mse", (X, y))
     with pytest.raises(ik.NegativeCurvatureError, match="use damping >=") as e:

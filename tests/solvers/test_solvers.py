@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import influencekit as ik
-from helpers import logistic_digits
+from helpers import Saddle, logistic_digits
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +73,6 @@ def test_lissa_divergence_is_detected_early_with_advice(problem):
 def test_negative_curvature_is_reported_with_a_damping_that_fixes_it():
     torch.manual_seed(0)
     X, y = torch.randn(30, 3, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
-
-    class Saddle(torch.nn.Module):  # f = a*b*x0: the Hessian at a=b=0 is indefinite
-        def __init__(self):
-            super().__init__()
-            self.a = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-            self.b = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-
-        def forward(self, x):
-            return self.a * self.b * x[:, 0]
 
     obj = ik.Objective(Saddle(), "mse", (X, y))
     with pytest.raises(ik.NegativeCurvatureError) as e:
