@@ -23,6 +23,13 @@ from influencekit.fastif import (
     top_influential,
     tune,
 )
+from influencekit.fastif.gradients import (
+    gradient_candidates,
+    gradient_embedding,
+    gradient_index,
+    head_block,
+    head_params,
+)
 from influencekit.models import MLP
 
 
@@ -158,3 +165,56 @@ def test_tune_returns_the_cheapest_setting_reaching_the_target(problem):
     # the counted cost is exactly depth x batch per test point
     assert best.hvps == 10 * 64
     assert len(trials) == 2  # stopped at the first passing setting
+
+
+# ---- gradient prefilter: candidates by the last layer's term of I_up,loss ------------------------
+
+def test_head_params_are_the_last_linear_layer(problem):
+    model, *_ = problem
+    assert head_params(model) == ["head.weight", "head.bias"]
+    assert head_params(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))) == ["1.weight", "1.bias"]
+    with pytest.raises(InputError, match="no nn.Linear"):
+        head_params(torch.nn.Sequential(torch.nn.Conv1d(1, 1, 3)))
+
+
+def test_gradient_embedding_is_the_last_layer_block_of_the_per_example_gradients(problem):
+    _, obj, (X, y), _ = problem
+    E = gradient_embedding(obj, batch_size=64)  # [n, p_head]
+    G = obj.grads(X, y)  # [n, p]
+    assert E.shape == (obj.n, 6 * 3 + 3)
+    assert torch.allclose(E.double(), head_block(obj, G).double(), rtol=1e-5, atol=1e-6)
+
+
+def test_inner_product_index_returns_the_largest_inner_products_first():
+    g = torch.Generator().manual_seed(3)
+    F, Q = torch.randn(400, 5, generator=g), torch.randn(4, 5, generator=g)
+    D, idx = KNNIndex(F, metric="ip").search(Q, 15)
+    ip = Q.double() @ F.double().T
+    assert torch.equal(idx, ip.argsort(1, descending=True)[:, :15])
+    assert torch.allclose(D.double(), ip.gather(1, idx), rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_candidates_are_the_top_harmful_and_helpful_by_the_last_layer_term(problem):
+    _, obj, _, test = problem
+    S = make_solver("cg", damping=0.2).fit(obj).solve(obj.grads(*test))
+    E, Sh = gradient_embedding(obj), head_block(obj, S)
+    cand = gradient_candidates(gradient_index(E), Sh, 20)  # [5, 20]: 10 harmful, 10 helpful, interleaved
+    term = -(Sh.double() @ E.double().T)  # the head's part of I_up,loss [5, n]: > 0 harmful
+    for j in range(5):
+        assert set(cand[j, 0::2].tolist()) == set(term[j].topk(10).indices.tolist())
+        assert set(cand[j, 1::2].tolist()) == set(term[j].topk(10, largest=False).indices.tolist())
+        assert len(set(cand[j].tolist())) == 20
+    with pytest.raises(InputError, match="inner-product index"):
+        gradient_candidates(KNNIndex(E), Sh, 20)
+
+
+def test_for_a_linear_model_the_gradient_prefilter_finds_every_top_point():
+    # all parameters are the last layer, so its term is the whole influence: recall 1 at any k
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.randn(200, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (200,), generator=g)
+    model = torch.nn.Linear(6, 3).double().eval()
+    obj = Objective(model, "cross_entropy", (X, y), l2=0.1)
+    S = make_solver("exact").fit(obj).solve(obj.grads(X[:4], y[:4]))
+    up = -scores(obj, S, method="grad")
+    cand = gradient_candidates(gradient_index(gradient_embedding(obj)), head_block(obj, S), 20)
+    assert recall_at_k(up, cand, ks=(20,), top=10)[20]["mean"] == 1.0

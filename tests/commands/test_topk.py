@@ -52,3 +52,21 @@ def test_knn_prefilter_with_k_equal_n_reproduces_the_full_answer(full, capsys_mo
             assert [e["up_loss"] for e in a[kind]] == pytest.approx([e["up_loss"] for e in b[kind]], rel=1e-9)
     again = capsys_module([*ARGS, "--prefilter", "knn", "--k", "20", "--index-dir", str(tmp_path)])
     assert again["index_rebuilt"] is False and again["scored"] <= 40  # the saved index is reused
+
+
+def test_gradient_prefilter_finds_the_full_top_lists_with_a_fifth_of_the_points(full, capsys_module, tmp_path):
+    # 40 candidates of 200 (20 harmful + 20 helpful by the last layer's term of I_up,loss)
+    grad = capsys_module([*ARGS, "--prefilter", "grad", "--k", "40", "--index-dir", str(tmp_path)])
+    assert grad["prefilter"] == "grad" and grad["k"] == 40 and grad["index_rebuilt"] is True
+    found = total = 0
+    for a, b in zip(full["tests"], grad["tests"]):
+        for kind in ("harmful", "helpful"):
+            truth = {e["train_index"]: e["up_loss"] for e in a[kind]}
+            for e in b[kind]:  # every score reported is the exact full score of that point
+                if e["train_index"] in truth:
+                    assert e["up_loss"] == pytest.approx(truth[e["train_index"]], rel=1e-9)
+            found += len(truth.keys() & {e["train_index"] for e in b[kind]})
+            total += len(truth)
+    assert found / total >= 0.8
+    again = capsys_module([*ARGS, "--prefilter", "grad", "--k", "40", "--index-dir", str(tmp_path)])
+    assert again["index_rebuilt"] is False

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import torch
 
-from ..fastif import candidate_scores, embed, fingerprint, load_or_build, parallel_s_test, parallel_scores
+from ..fastif import (
+    candidate_scores,
+    embed,
+    fingerprint,
+    gradient_candidates,
+    gradient_embedding,
+    head_block,
+    head_params,
+    load_or_build,
+    parallel_s_test,
+    parallel_scores,
+)
 from ..fastif.demo import add_setup_arguments, setup_from_args
 from ..fastif.index import KINDS
 from ..fastif.prefilter import top_influential
@@ -23,9 +34,11 @@ help = "top-k helpful and harmful training points for test points (optionally k-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_setup_arguments(p)
     p.add_argument("--top", type=int, default=10, help="how many helpful and how many harmful points to list")
-    p.add_argument("--prefilter", default="none", choices=("none", "knn"),
-                   help="knn: score only each test point's k nearest training points in feature space")
-    p.add_argument("--k", type=int, default=1000, help="candidates per test point with --prefilter knn")
+    p.add_argument("--prefilter", default="none", choices=("none", "knn", "grad"),
+                   help="knn: score only each test point's k nearest training points in feature space (FastIF); "
+                        "grad: only the k/2 with the largest harmful and k/2 with the largest helpful last-layer "
+                        "term of the influence (inner-product search; far higher recall of the top points)")
+    p.add_argument("--k", type=int, default=1000, help="candidates per test point with --prefilter knn/grad")
     p.add_argument("--index", default="flat", choices=KINDS, help="FAISS index: flat (exact), ivf, hnsw")
     p.add_argument("--index-dir", default=None,
                    help="where the index is saved and reused (default: OUT/index with --out, else not saved)")
@@ -62,12 +75,18 @@ def run(args: argparse.Namespace) -> int:
 
     extra: dict = {}
     t = time.perf_counter()
-    if args.prefilter == "knn":
+    if args.prefilter != "none":
         index_dir = args.index_dir or (str(Path(args.out) / "index") if args.out else None)
-        path = Path(index_dir) / f"{s.name}-{args.index}" if index_dir else None
-        fp = fingerprint(s.model, s.train[0], s.train[1], "model.features")
-        index, rebuilt = load_or_build(path, lambda: embed(s.model, s.train), fp, kind=args.index)
-        _, cand = index.search(embed(s.model, test), min(args.k, obj.n))
+        path = Path(index_dir) / f"{s.name}-{args.prefilter}-{args.index}" if index_dir else None
+        if args.prefilter == "knn":
+            fp = fingerprint(s.model, s.train[0], s.train[1], "model.features")
+            index, rebuilt = load_or_build(path, lambda: embed(s.model, s.train), fp, kind=args.index)
+            _, cand = index.search(embed(s.model, test), min(args.k, obj.n))
+        else:
+            fp = fingerprint(s.model, s.train[0], s.train[1], "grad", *head_params(s.model))
+            index, rebuilt = load_or_build(path, lambda: gradient_embedding(obj, progress=True), fp, kind=args.index,
+                                           metric="ip")
+            cand = gradient_candidates(index, head_block(obj, S), min(max(args.k, 2), obj.n))
         times["index"] = time.perf_counter() - t
         t = time.perf_counter()
         up = -candidate_scores(obj, S, cand, progress=True)
@@ -101,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"prefilter {args.prefilter}" + (f" (k = {extra['k']}, {args.index} index, "
                                             f"{'built' if extra['index_rebuilt'] else 'reused'}; "
                                             f"{extra['scored']} distinct training points scored)"
-                                            if args.prefilter == "knn" else ""))
+                                            if args.prefilter != "none" else ""))
     print(f"solver {inf.solver.settings()}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     print(f"convention: {SIGN_CONVENTION}")

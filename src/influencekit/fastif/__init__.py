@@ -2,6 +2,8 @@
 
 * ``index``: feature embeddings and a FAISS k-NN index, saved with a model/data fingerprint and
   rebuilt only when it changes;
+* ``gradients``: the gradient prefilter: candidates by the largest last-layer term of I_up,loss of
+  each sign (maximum inner product search), aimed at influence rather than similarity;
 * ``prefilter``: scores on the candidates only, top-k helpful/harmful, recall against the full method;
 * ``tune``: the cheapest inverse-HVP setting whose scores match a reference (Pearson >= target);
 * ``parallel``: s_test and scoring shards in worker processes, equal to the serial result.
@@ -10,10 +12,12 @@ Signs follow ``influencekit.influence.SIGN_CONVENTION``: I_up,loss > 0 harmful, 
 loo = -(1/n) I_up,loss.
 """
 
+from .gradients import gradient_candidates, gradient_embedding, gradient_index, head_block, head_params
 from .index import KNNIndex, embed, fingerprint, load_or_build
 from .parallel import parallel_s_test, parallel_scores
 from .prefilter import candidate_scores, recall_at_k, top_influential
 from .tune import Trial, tune
 
-__all__ = ["KNNIndex", "Trial", "candidate_scores", "embed", "fingerprint", "load_or_build", "parallel_s_test",
+__all__ = ["KNNIndex", "Trial", "candidate_scores", "embed", "fingerprint", "gradient_candidates",
+           "gradient_embedding", "gradient_index", "head_block", "head_params", "load_or_build", "parallel_s_test",
            "parallel_scores", "recall_at_k", "top_influential", "tune"]

@@ -26,6 +26,7 @@ from ..data import DataLike, Examples
 from ..errors import CacheError, InputError
 
 KINDS = ("flat", "ivf", "hnsw")
+METRICS = ("l2", "ip")  # squared Euclidean distance (nearest first) / inner product (largest first)
 FORMAT = 1  # bump when the saved layout changes
 
 
@@ -76,7 +77,9 @@ def fingerprint(*parts: nn.Module | Tensor | str | float | int | None) -> str:
 
 
 class KNNIndex:
-    """k nearest training points (squared Euclidean distance in feature space) of query features.
+    """k nearest training points of query features: smallest squared Euclidean distance
+    (``metric="l2"``, default) or largest inner product (``metric="ip"``, for the gradient
+    prefilter in ``fastif.gradients``).
 
     Args:
         features: training embeddings [n, d].
@@ -85,10 +88,13 @@ class KNNIndex:
         nlist, nprobe, M, ef_search: the approximate indexes' knobs.
     """
 
-    def __init__(self, features: Tensor | None = None, *, kind: str = "flat", nlist: int | None = None,
-                 nprobe: int = 16, M: int = 32, ef_search: int = 128):
+    def __init__(self, features: Tensor | None = None, *, kind: str = "flat", metric: str = "l2",
+                 nlist: int | None = None, nprobe: int = 16, M: int = 32, ef_search: int = 128):
         if kind not in KINDS:
             raise InputError(f"index kind must be one of {KINDS}, got {kind!r}.")
+        if metric not in METRICS:
+            raise InputError(f"index metric must be one of {METRICS}, got {metric!r}.")
+        self.metric = metric
         self.kind, self.nlist, self.nprobe, self.M, self.ef_search = kind, nlist, nprobe, M, ef_search
         self.index = None
         self.meta: dict = {}
@@ -100,19 +106,21 @@ class KNNIndex:
 
         X = _as_float32(features)
         n, d = X.shape
+        ip = self.metric == "ip"
         if self.kind == "flat":
-            index = faiss.IndexFlatL2(d)
+            index = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
         elif self.kind == "ivf":
             nlist = self.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 points per list
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+            quantizer = faiss.IndexFlatIP(d) if ip else faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
             index.train(X)
             index.nprobe = min(self.nprobe, nlist)
         else:
-            index = faiss.IndexHNSWFlat(d, self.M)
+            index = faiss.IndexHNSWFlat(d, self.M, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
             index.hnsw.efSearch = self.ef_search
         index.add(X)
         self.index = index
-        self.meta.update({"kind": self.kind, "n": n, "d": d})
+        self.meta.update({"kind": self.kind, "metric": self.metric, "n": n, "d": d})
         return self
 
     @property
@@ -120,7 +128,8 @@ class KNNIndex:
         return 0 if self.index is None else int(self.index.ntotal)
 
     def search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """(squared distances [m, k] float32, training indices [m, k] int64), nearest first."""
+        """(scores [m, k] float32, training indices [m, k] int64), best first: squared distances
+        ascending (l2) or inner products descending (ip)."""
         if self.index is None:
             raise InputError("the index is empty; build it from training features first.")
         if not 1 <= k <= self.n:
@@ -167,24 +176,25 @@ class KNNIndex:
         if meta.get("format") != FORMAT or index.ntotal != meta.get("n"):
             raise CacheError(f"the saved index at {path} has another format or size than its metadata; delete "
                              f"{path}.faiss and {path}.json to rebuild it.")
-        out = cls(kind=meta["kind"], nprobe=meta.get("nprobe", 16), M=meta.get("M", 32),
-                  ef_search=meta.get("ef_search", 128))
+        out = cls(kind=meta["kind"], metric=meta.get("metric", "l2"), nprobe=meta.get("nprobe", 16),
+                  M=meta.get("M", 32), ef_search=meta.get("ef_search", 128))
         out.index, out.meta = index, meta
         return out
 
 
 def load_or_build(path: str | os.PathLike | None, features: Callable[[], Tensor], fingerprint: str, *,
-                  kind: str = "flat", **options) -> tuple[KNNIndex, bool]:
-    """The index saved at ``path`` if its fingerprint and kind match, else a new one built from
-    ``features()`` (called only then) and saved there. Returns (index, rebuilt)."""
+                  kind: str = "flat", metric: str = "l2", **options) -> tuple[KNNIndex, bool]:
+    """The index saved at ``path`` if its fingerprint, kind and metric match, else a new one
+    built from ``features()`` (called only then) and saved there. Returns (index, rebuilt)."""
     if path is not None and Path(path).with_suffix(".json").exists():
         try:
             old = KNNIndex.load(path)
         except CacheError:
             old = None  # unreadable: rebuild over it
-        if old is not None and old.meta.get("fingerprint") == fingerprint and old.kind == kind:
+        if old is not None and old.meta.get("fingerprint") == fingerprint and old.kind == kind \
+                and old.metric == metric:
             return old, False
-    index = KNNIndex(features(), kind=kind, **options)
+    index = KNNIndex(features(), kind=kind, metric=metric, **options)
     if path is not None:
         index.save(path, fingerprint)
     return index, True

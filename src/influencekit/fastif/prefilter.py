@@ -19,16 +19,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..influence import scores
 from ..objective import Objective
 
 
-def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, batch_size: int | None = None,
-                     progress: bool = False) -> Tensor:
+def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, method: str = "auto",
+                     batch_size: int | None = None, progress: bool = False) -> Tensor:
     """grad L(z_i)^T s_j for every candidate i of every row j: [m, k], aligned with ``candidates``.
 
     Args:
         S: [m, p] vectors (s_test of m test points).
         candidates: [m, k] training indices (each row: the candidates of one test point).
+        method: how the union is scored, as in ``influence.scores`` (auto: forward-mode for one or
+            two rows, per-layer factorised contractions above).
 
     Equals ``influence.scores(objective, S)[j, candidates[j]]`` (the full [m, n] computation
     restricted to the candidates); negate for I_up,loss.
@@ -49,7 +52,7 @@ def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, bat
     for lo in tqdm(range(0, len(union), b), total=-(-len(union) // b), disable=not progress,
                    desc="scoring candidates", unit="batch"):
         x, y = objective.train.take(union[lo:lo + b])
-        block[:, lo:lo + x.shape[0]] = S @ objective.grads(x, y).T
+        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b)
     return block.gather(1, where.to(block.device))
 
 
