@@ -1,9 +1,11 @@
 """The paper's uses on the shared data, end to end: mislabel curves and recovered accuracy on
 Enron1 and MNIST 1 vs 7, the diabetes domain-mismatch top-10 check, and the explain figures.
 
-    python benchmarks/uses/run_all.py [--data-dir DIR] [--mnist-train 5000]
+    python benchmarks/uses/run_all.py [--data-dir DIR] [--mnist-train 5000] [--only enron mnist]
 
-Prints every figure and writes PNGs + results.json next to this file. Sign convention:
+Prints every figure and writes PNGs + results.json next to this file (``--only`` updates only
+those entries). The mislabel settings (Enron: full vocabulary, l2 = 1e-3; MNIST: l2 = 1e-2) are the
+defaults of ``influencekit.commands.mislabel``, chosen by ``mislabel_sweep.py``. Sign convention:
 I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss; self-influence <= 0, ranked by magnitude.
 """
 
@@ -63,7 +65,9 @@ def main() -> None:
               f"{m.test_label}, P(readmitted) {m.test_probability:.3f}; kept children in top 10: "
               f"{m.children_in_top10}/{len(m.kept_children)} (ranks {m.children_ranks}); top feature "
               f"{m.top_present_features[0][0]}", flush=True)
-    (HERE / "results.json").write_text(json.dumps(out, indent=1, default=float))
+    path = HERE / "results.json"  # a partial run (--only) keeps the other entries
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(old | out, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -53,3 +53,22 @@ def test_on_digits_self_influence_finds_far_more_flipped_labels_than_random_and_
     # fixing the 10% the ranking points at restores accuracy toward the clean-label model
     assert r.accuracy["self_influence"][1] > r.accuracy["self_influence"][0]
     assert r.accuracy["self_influence"][1] >= r.accuracy["random"][1]
+
+
+def test_enron_features_default_to_every_word_in_at_least_min_df_training_emails():
+    docs = ["Subject: cheap meds buy now", "Subject: meeting office notes", "Subject: buy cheap meds today",
+            "Subject: office meeting agenda", "Subject: meds cheap"]
+    _, _, _, _, vocab = ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), test_fraction=0.2)
+    _, _, _, _, vocab1 = ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), min_df=1, test_fraction=0.2)
+    assert {"cheap", "meds"} <= set(vocab) and set(vocab) < set(vocab1)
+
+
+def test_binary_run_uses_the_closed_form_self_influence_equal_to_the_exact_solver():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(240, 8, generator=g, dtype=torch.float64)
+    y = (X[:, 0] + 0.3 * torch.randn(240, generator=g, dtype=torch.float64) > 0).long()
+    kw = dict(l2=1e-2, retrain_at=(0.0,), fractions=np.linspace(0, 0.3, 4))
+    fast = ml.run((X[:200], y[:200]), (X[200:], y[200:]), **kw)
+    exact = ml.run((X[:200], y[:200]), (X[200:], y[200:]), solver="exact", **kw)
+    torch.testing.assert_close(fast.self_influence, exact.self_influence, rtol=1e-8, atol=1e-12)
+    assert fast.at(0.1)["self_influence"] > 2 * fast.at(0.1)["random"]

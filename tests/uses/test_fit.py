@@ -1,0 +1,34 @@
+"""uses.fit: converged linear fits and the closed-form logistic Hessian / self-influence."""
+
+import pytest
+import torch
+
+from influencekit import Influence
+from influencekit.errors import InputError
+from influencekit.objective import Objective
+from influencekit.uses.fit import fit_linear, logistic_hessian, logistic_self_influence
+
+
+def _problem(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = ((X[:, 0] + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)) > 0).long()
+    return X, y
+
+
+@pytest.mark.parametrize("n,d,l2", [(80, 6, 1e-2), (30, 50, 1e-3)])  # p < n (primal) and p > n (dual)
+def test_logistic_closed_forms_equal_the_generic_hvp_hessian_and_exact_self_influence(n, d, l2):
+    X, y = _problem(n, d)
+    model = fit_linear(X, y, l2, 2)
+    H = Objective(model, "logistic", (X, y), l2=l2).hessian()
+    torch.testing.assert_close(logistic_hessian(model, X, y, l2), H, rtol=1e-10, atol=1e-12)
+    ref = Influence(model, "logistic", (X, y), l2=l2, solver="exact").self_influence()
+    got = logistic_self_influence(model, X, y, l2)
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-12)
+    assert (got <= 0).all()
+
+
+def test_logistic_self_influence_needs_positive_l2():
+    X, y = _problem(10, 3)
+    with pytest.raises(InputError, match="l2 > 0"):
+        logistic_self_influence(fit_linear(X, y, 1e-2, 2), X, y, 0.0)
