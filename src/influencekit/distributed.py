@@ -224,9 +224,12 @@ def init_from_env(backend: str | None = None) -> bool:
     if "WORLD_SIZE" not in os.environ or active():
         return active()
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend)
+    if backend == "nccl":  # one GPU per rank, named so that NCCL need not guess the mapping
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, device_id=device)
+    else:
+        dist.init_process_group(backend=backend)
     return True
 
 

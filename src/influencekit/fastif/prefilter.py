@@ -52,7 +52,8 @@ def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, met
     for lo in tqdm(range(0, len(union), b), total=-(-len(union) // b), disable=not progress,
                    desc="scoring candidates", unit="batch"):
         x, y = objective.train.take(union[lo:lo + b])
-        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b)
+        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b,
+                                                      check=False)  # rows of the checked training data
     return block.gather(1, where.to(block.device))
 
 
