@@ -1,5 +1,6 @@
 """``influencekit topk``: the top-k helpful and harmful training points for chosen test points,
-over all n training points or only over each test point's k nearest neighbours (FastIF)."""
+over all n training points or only over k candidates per test point: its nearest neighbours in
+feature space (FastIF) or the largest last-layer terms of its influence (``fastif.gradients``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from ..fastif.prefilter import top_influential
 from ..influence import SIGN_CONVENTION, Influence, scores
 from ..solvers import SOLVERS
 
-help = "top-k helpful and harmful training points for test points (optionally k-NN prefiltered, FastIF)"
+help = ("top-k helpful and harmful training points for test points (optionally prefiltered: feature-space "
+        "k-NN as in FastIF, or by the last-layer gradient term)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
