@@ -4,10 +4,11 @@ reproduce the Gauss-Newton matrix."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import influencekit as ik
-from influencekit.layers import LayerCapture, find_layers
+from influencekit.layers import LayerCapture, find_layers, patches
 
 
 def _data(shape, n=12, classes=3):
@@ -89,3 +90,15 @@ def test_tied_weights_are_refused():
     model[2].weight = model[0].weight
     with pytest.raises(ik.UnsupportedLayerError, match="shared"):
         find_layers(ik.Objective(model, "mse", (X, torch.randn(12, 4, dtype=torch.float64))))
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(2, 3, 3, padding=1, stride=2),
+    nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    nn.Conv2d(2, 3, 2, padding="valid", dilation=2),
+])
+def test_conv_patches_are_im2col_in_the_order_of_the_flattened_weight(conv):
+    x = torch.randn(4, 2, 9, 8, dtype=torch.float64)
+    pad = (0, 0) if conv.padding == "valid" else conv.padding
+    ref = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=pad, stride=conv.stride).transpose(1, 2)
+    assert torch.equal(patches(conv, x), ref)

@@ -27,13 +27,13 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from .data import DataLike, Examples
 from .errors import InputError, NonFiniteError
+from .layers import out_rows, patches
 from .objective import Objective
 
 
@@ -53,26 +53,6 @@ def _is_factorisable(m: nn.Module) -> bool:
         return True
     # grouped convolutions and non-zero padding modes do not unfold into one matmul
     return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-
-
-def _patches(m: nn.Module, a: Tensor) -> Tensor:
-    """Layer input as [B, T, in]: positions t by input features (unfolded patches for a conv)."""
-    if isinstance(m, nn.Conv2d):
-        # strided views instead of F.unfold, whose CPU im2col kernel was measured ~100x slower here
-        (kh, kw), (dh, dw), (sh, sw), (ph, pw) = m.kernel_size, m.dilation, m.stride, m.padding
-        if ph or pw:
-            a = F.pad(a, (pw, pw, ph, ph))
-        win = a.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)[..., ::dh, ::dw]
-        B, C, Ho, Wo = win.shape[:4]  # win: [B, C, Ho, Wo, kh, kw]
-        return win.permute(0, 2, 3, 1, 4, 5).reshape(B, Ho * Wo, C * kh * kw)
-    return a.reshape(a.shape[0], -1, a.shape[-1])
-
-
-def _outgrads(m: nn.Module, g: Tensor) -> Tensor:
-    """Gradient w.r.t. the layer output as [B, T, out]."""
-    if isinstance(m, nn.Conv2d):
-        return g.flatten(2).transpose(1, 2)
-    return g.reshape(g.shape[0], -1, g.shape[-1])
 
 
 def layer_block(A: Tensor, G: Tensor, Sw: Tensor, Sb: Tensor | None) -> Tensor:
@@ -185,8 +165,8 @@ class LayerScorer:
         for (lay, a, _), g in zip(calls, gs):
             if g is None:  # layer not on the path to the loss: zero gradient
                 continue
-            A = _patches(lay.module, a)
-            total = total + layer_block(A, _outgrads(lay.module, g), lay.Sw, lay.Sb)
+            A = patches(lay.module, a)
+            total = total + layer_block(A, out_rows(lay.module, g), lay.Sw, lay.Sb)
         return total
 
     def _generic_scores(self, x: Tensor, y: Tensor) -> Tensor:
