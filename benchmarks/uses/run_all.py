@@ -1,11 +1,13 @@
 """The paper's uses on the shared data, end to end: mislabel curves and recovered accuracy on
 Enron1 and MNIST 1 vs 7, the diabetes domain-mismatch top-10 check, and the explain figures.
 
-    python benchmarks/uses/run_all.py [--data-dir DIR] [--mnist-train 5000] [--only enron mnist]
+    python benchmarks/uses/run_all.py [--data-dir DIR] [--mnist-train 5000] [--only enron mnist mnist_mlp]
 
 Prints every figure and writes PNGs + results.json next to this file (``--only`` updates only
 those entries). The mislabel settings (Enron: full vocabulary, l2 = 1e-3; MNIST: l2 = 1e-2) are the
-defaults of ``influencekit.commands.mislabel``, chosen by ``mislabel_sweep.py``. Sign convention:
+defaults of ``influencekit.commands.mislabel``, chosen by ``mislabel_sweep.py``; ``mnist_mlp``: MNIST,
+10 classes, 3000 points, tanh MLP 784-32-10 (``--model mlp``, recipe chosen by ``mislabel_net_sweep.py``).
+Sign convention:
 I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss; self-influence <= 0, ranked by magnitude.
 """
 
@@ -26,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--mnist-train", type=int, default=5000, help="MNIST 1 vs 7 training subset")
-    ap.add_argument("--only", nargs="*", default=["explain", "enron", "mnist", "mismatch"])
+    ap.add_argument("--only", nargs="*", default=["explain", "enron", "mnist", "mnist_mlp", "mismatch"])
     args = ap.parse_args()
     out: dict = {"convention": SIGN_CONVENTION}
     print(f"convention: {SIGN_CONVENTION}")
@@ -39,12 +41,13 @@ def main() -> None:
         print(f"explain digits 1v7: Spearman(|I_up,loss|, distance) RBF {d['rbf']['spearman']:.3f} "
               f"(top-10/10-NN overlap {d['rbf']['overlap']:.0%}), MLP {d['mlp']['spearman']:.3f} "
               f"(overlap {d['mlp']['overlap']:.0%})", flush=True)
-    for ds in ("enron", "mnist"):
+    for ds in ("enron", "mnist", "mnist_mlp"):
         if ds not in args.only:
             continue
         t = time.perf_counter()
-        res = mislabel.compute(ds, data_dir=args.data_dir, n_train=args.mnist_train if ds == "mnist" else None,
-                               progress=False)
+        n_train = {"mnist": args.mnist_train, "mnist_mlp": 3000}.get(ds)
+        res = mislabel.compute(ds.removesuffix("_mlp"), data_dir=args.data_dir, n_train=n_train, progress=False,
+                               model="mlp" if ds.endswith("_mlp") else "linear")
         r = res["result"]
         report.save(report.mislabel_figure(r, res["desc"]), HERE / f"mislabel_{ds}.png")
         out[f"mislabel_{ds}"] = mislabel.to_json(res) | {"seconds": time.perf_counter() - t}

@@ -72,3 +72,33 @@ def test_binary_run_uses_the_closed_form_self_influence_equal_to_the_exact_solve
     exact = ml.run((X[:200], y[:200]), (X[200:], y[200:]), solver="exact", **kw)
     torch.testing.assert_close(fast.self_influence, exact.self_influence, rtol=1e-8, atol=1e-12)
     assert fast.at(0.1)["self_influence"] > 2 * fast.at(0.1)["random"]
+
+
+def test_run_net_ranks_a_trained_mlp_by_ekfac_self_influence_and_refits_with_the_same_recipe():
+    Xtr, ytr, Xte, yte = datasets.digits(None, dtype=torch.float32)
+    Xtr, ytr = Xtr[:600], ytr[:600]
+    kw = dict(hidden=(16,), epochs=15, l2=1e-4, lr=1e-2, retrain_at=(0.0, 0.1), fractions=np.linspace(0, 0.3, 31))
+    r = ml.run_net((Xtr, ytr), (Xte, yte), validate=True, **kw)
+    assert r.p == 64 * 16 + 16 + 16 * 10 + 10 and r.n_flipped == 60
+    assert r.self_influence.shape == (600,) and (r.self_influence <= 0).all()  # EK-FAC curvature is PSD + damping
+    assert r.order["self_influence"][0] == r.self_influence.argmin()  # most negative first
+    assert 0.0 <= r.flips_fitted <= 1.0 and 0.0 < r.val_accuracy <= 1.0
+    assert all(len(a) == 2 and a[0] == r.noisy_accuracy for a in r.accuracy.values())
+    at = r.at(0.1)
+    assert at["self_influence"] > 3 * at["random"] and at["loss"] > 3 * at["random"]
+    head = ml.run_net((Xtr, ytr), (Xte, yte), solver="exact", damping=1e-4, params=("head.weight", "head.bias"),
+                      **(kw | {"retrain_at": (0.0,)}))
+    assert head.p == 16 * 10 + 10 and (head.self_influence <= 0).all()
+    assert (head.losses == r.losses).all()  # same recipe and seed: the same noisy fit
+
+
+def test_mislabel_command_model_mlp_runs_the_network_recipe_on_image_data_only():
+    from influencekit.commands import mislabel as cmd
+
+    res = cmd.compute("digits", model="mlp", retrain_at=(0.0,), progress=False)
+    r = res["result"]
+    assert res["l2"] == cmd.MLP_RECIPE["l2"] and r.model.startswith("MLP 64-32-10")
+    assert r.p == 64 * 32 + 32 + 32 * 10 + 10 and r.val_accuracy is not None
+    assert cmd.to_json(res)["flips_fitted"] == r.flips_fitted
+    with pytest.raises(InputError, match="mlp"):
+        cmd.compute("enron", model="mlp")
