@@ -80,9 +80,9 @@ class KFACSolver(Solver):
         T = [0] * len(self.blocks)
         for _, x, y in self._batches(objective):
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
-                a, g = a.to(f64), g.to(f64)
-                A[i] += torch.einsum("btc,btd->cd", a, a)
-                S[i] += torch.einsum("brto,brtq->oq", g, g)
+                # per-batch sums in the objective's dtype, accumulated over batches in float64
+                A[i] += torch.einsum("btc,btd->cd", a, a).to(f64)
+                S[i] += torch.einsum("brto,brtq->oq", g, g).to(f64)
                 T[i] = a.shape[1]
         n = objective.n
         self.factors = []
@@ -103,9 +103,14 @@ class KFACSolver(Solver):
         for _, x, y in self._batches(objective):
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
                 fc = self.factors[i]
-                # rotate before contracting over t: (Q_S^T G Q_A) = sum_t (Q_S^T g_t)(Q_A^T a_t)^T
-                G = torch.einsum("brto,btc->broc", g.to(f64) @ fc["QS"], a.to(f64) @ fc["QA"])
-                acc[i] += (G * G).sum((0, 1))
+                # rotate before contracting over t: (Q_S^T G Q_A) = sum_t (Q_S^T g_t)(Q_A^T a_t)^T,
+                # in the objective's dtype (the sums over examples accumulate in float64)
+                gq, aq = g @ fc["QS"].to(g.dtype), a @ fc["QA"].to(a.dtype)
+                if a.shape[1] == 1:  # one position (Linear): the squared entries factorise, no G needed
+                    acc[i] += torch.einsum("bro,bc->oc", gq[:, :, 0] ** 2, aq[:, 0] ** 2).to(f64)
+                else:
+                    G = torch.einsum("brto,btc->broc", gq, aq)
+                    acc[i] += (G * G).sum((0, 1)).to(f64)
         for fc, s in zip(self.factors, acc):
             fc["eigenvalues"] = s / objective.n
 
