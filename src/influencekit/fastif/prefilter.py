@@ -1,13 +1,14 @@
-"""Influence over nearest-neighbour candidates only, the top helpful/harmful points, and recall.
+"""Influence over candidate training points only, the top helpful/harmful points, and recall.
 
 For each test point j with s_test_j = (H + dI)^{-1} grad L(z_test_j), only the training points in
-its candidate list C_j (its k nearest neighbours in feature space) are scored:
+its candidate list C_j (its k nearest neighbours in feature space, ``index``, or its largest
+last-layer terms, ``gradients``) are scored:
 
     I_up,loss(z_i, z_test_j) = -grad L(z_i)^T s_test_j,   i in C_j.
 
-Per-example gradients are computed once for the union of all candidate lists (a training point
-shared by several lists costs one gradient), so the cost is |union| gradients, at most
-min(n, m k), instead of n. Signs: ``influencekit.influence.SIGN_CONVENTION``.
+Each training point in the union of all candidate lists is scored once against all m vectors (a
+point shared by several lists costs one gradient computation), so the cost is |union| examples,
+at most min(n, m k), instead of n. Signs: ``influencekit.influence.SIGN_CONVENTION``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, met
     for lo in tqdm(range(0, len(union), b), total=-(-len(union) // b), disable=not progress,
                    desc="scoring candidates", unit="batch"):
         x, y = objective.train.take(union[lo:lo + b])
-        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b,
-                                                      check=False)  # rows of the checked training data
+        # rows of the already-checked training data: no per-batch re-validation (check=False)
+        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b, check=False)
     return block.gather(1, where.to(block.device))
 
 
