@@ -64,12 +64,14 @@ def test_flat_index_returns_the_true_nearest_neighbours_in_order():
     assert torch.allclose(D.double(), d2.gather(1, idx), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_approximate_indexes_find_most_true_neighbours(kind):
+def test_approximate_indexes_find_most_true_neighbours(kind, metric):
     g = torch.Generator().manual_seed(2)
     F, Q = torch.randn(2000, 6, generator=g), torch.randn(10, 6, generator=g)
-    _, idx = KNNIndex(F, kind=kind, nprobe=8).search(Q, 10)
-    true = (torch.cdist(Q, F) ** 2).argsort(1)[:, :10]
+    _, idx = KNNIndex(F, kind=kind, metric=metric, nprobe=16).search(Q, 10)
+    best = (torch.cdist(Q, F) ** 2).argsort(1) if metric == "l2" else (Q @ F.T).argsort(1, descending=True)
+    true = best[:, :10]
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(idx, true))
     assert hits / true.numel() >= 0.9
 
