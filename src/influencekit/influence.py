@@ -47,18 +47,19 @@ JVP_MAX_VECTORS = 2
 
 
 def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, method: str = "auto",
-           batch_size: int | None = None, progress: bool = False, check: bool = True) -> Tensor:
+           batch_size: int | None = None, progress: bool = False, index: Tensor | None = None) -> Tensor:
     """grad L(z_i)^T s_k for every example z_i of ``data`` (default: the training data): [k, n].
 
     Streams ``data`` in batches: memory is one batch (per-layer activations and output
     gradients with ``"layers"``, per-example gradients [B, p] with ``"grad"``, k forward-mode
-    passes with ``"jvp"``) plus the [k, n] output. ``check=False`` skips validating ``data``
-    against the model (only for rows of the already-checked training data: it saves a small
-    forward pass per batch, which matters when scoring many small candidate sets).
+    passes with ``"jvp"``) plus the [k, n] output. ``index`` [c]: score only those rows of the
+    training data, in that order ([k, c]; e.g. FastIF's candidates); they were checked when the
+    objective was built, so they are not re-validated batch by batch as ``data`` is.
     """
     S = S.unsqueeze(0) if S.dim() == 1 else S
-    check = check and data is not None
-    ex = objective.train if data is None else Examples(data, name="scored data", check_finite=check)
+    if index is not None and data is not None:
+        raise InputError("index selects rows of the training data; pass either data or index, not both.")
+    ex = objective.train if data is None else Examples(data, name="scored data")
     if method == "auto":
         method = "jvp" if S.shape[0] <= JVP_MAX_VECTORS else "layers"
     if method not in ("jvp", "grad", "layers"):
@@ -68,11 +69,16 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
         from .scoring import LayerScorer
 
         scorer = LayerScorer(objective, S)
-    out = torch.empty(S.shape[0], len(ex), dtype=objective.dtype, device=objective.device)
     b = batch_size or objective.batch_size
-    for start, x, y in tqdm(ex.batches(b), total=-(-len(ex) // b), disable=not progress,
-                            desc="scoring", unit="batch"):
-        if check:
+    if index is None:
+        count, batches = len(ex), ex.batches(b)
+    else:
+        index = torch.as_tensor(index, dtype=torch.long)
+        count = len(index)
+        batches = ((lo, *ex.take(index[lo:lo + b])) for lo in range(0, count, b))
+    out = torch.empty(S.shape[0], count, dtype=objective.dtype, device=objective.device)
+    for start, x, y in tqdm(batches, total=-(-count // b), disable=not progress, desc="scoring", unit="batch"):
+        if data is not None:
             objective.check_batch(x, y, "scored data")
         if method == "jvp":
             block = objective.directional(S, x, y).T
@@ -82,6 +88,7 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
             block = S @ objective.grads(x, y).T
         if not torch.isfinite(block).all():  # never hand back NaN scores silently
             rows = (~torch.isfinite(block)).any(0).nonzero().flatten()[:10] + start
+            rows = rows if index is None else index[rows.cpu()]
             raise NonFiniteError(f"non-finite influence scores for examples {rows.tolist()}; their gradients are "
                                  "NaN/inf: check those inputs and the loss there.")
         out[:, start:start + x.shape[0]] = block

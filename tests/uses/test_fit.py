@@ -32,3 +32,14 @@ def test_logistic_self_influence_needs_positive_l2():
     X, y = _problem(10, 3)
     with pytest.raises(InputError, match="l2 > 0"):
         logistic_self_influence(fit_linear(X, y, 1e-2, 2), X, y, 0.0)
+
+
+def test_closed_forms_leave_the_users_model_untouched():
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (30,), generator=g)
+    model = fit_linear(X, y, 1e-2, 2).float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logistic_self_influence(model, X, y, 1e-2)
+    logistic_hessian(model, X, y, 1e-2)
+    for k, v in model.state_dict().items():  # still float32, same values: computed on float64 copies
+        assert v.dtype == torch.float32 and torch.equal(v, before[k])

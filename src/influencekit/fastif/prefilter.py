@@ -17,7 +17,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..influence import scores
@@ -47,14 +46,7 @@ def candidate_scores(objective: Objective, S: Tensor, candidates: Tensor, *, met
         raise InputError(f"candidate indices must lie in [0, n = {n}); got range [{candidates.min().item()}, "
                          f"{candidates.max().item()}].")
     union, where = torch.unique(candidates, sorted=True, return_inverse=True)
-    S = S.to(objective.device, objective.dtype)
-    block = torch.empty(S.shape[0], len(union), dtype=objective.dtype, device=objective.device)
-    b = batch_size or objective.batch_size
-    for lo in tqdm(range(0, len(union), b), total=-(-len(union) // b), disable=not progress,
-                   desc="scoring candidates", unit="batch"):
-        x, y = objective.train.take(union[lo:lo + b])
-        # rows of the already-checked training data: no per-batch re-validation (check=False)
-        block[:, lo:lo + x.shape[0]] = scores(objective, S, (x, y), method=method, batch_size=b, check=False)
+    block = scores(objective, S, index=union, method=method, batch_size=batch_size, progress=progress)
     return block.gather(1, where.to(block.device))
 
 

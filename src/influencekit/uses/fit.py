@@ -6,6 +6,7 @@ import warnings
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from ..errors import ConvergenceWarning, InputError
 from ..models import LogisticRegression
@@ -79,8 +80,9 @@ def _logistic_parts(model: nn.Module, X: Tensor, y: Tensor) -> tuple[Tensor, Ten
     """(X~ [n, d + 1] with the bias column, sigma [n], y [n] in {0, 1}), float64."""
     X = X.to(torch.float64).reshape(X.shape[0], -1)
     Xt = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
-    with torch.no_grad():
-        sig = torch.sigmoid(model.to(torch.float64)(X).reshape(-1))
+    params = {k: v.detach().to(torch.float64) for k, v in model.named_parameters()}
+    with torch.no_grad():  # float64 copies of the parameters: the user's model is never cast
+        sig = torch.sigmoid(functional_call(model, params, (X,)).reshape(-1))
     y = y.to(torch.float64)
     return Xt, sig, (y + 1) / 2 if bool((y < 0).any()) else y
 
