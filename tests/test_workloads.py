@@ -29,6 +29,26 @@ def test_svm_retraining_solves_the_hinge_objective_exactly():
     assert w.retrain([far], w.test)[0].abs().max() < 1e-8
 
 
+def test_hinge_svm_meets_the_kkt_conditions_where_a_plain_dual_solve_stalls():
+    """digits 1 vs 7 at l2 = 0.01: L-BFGS-B on the dual alone stopped at a 5 % duality gap."""
+    from influencekit import datasets
+    from influencekit.workloads import hinge_svm
+
+    Xtr, ytr, _, _ = datasets.digits((1, 7), seed=0)
+    X, y, n, l2 = Xtr.double().numpy(), 2.0 * ytr.double().numpy() - 1.0, len(Xtr), 1e-2
+    Z = y[:, None] * np.c_[X, np.ones(n)]
+    theta = hinge_svm(Z, l2)
+    m = Z @ theta
+    # stationarity: l2 theta = (1/n) sum beta_i z_i, beta = 1 below the margin, 0 above, in [0, 1] on it
+    on = np.abs(m - 1) < 1e-9
+    rest = l2 * theta - Z[m < 1 - 1e-9].sum(0) / n
+    beta = np.linalg.lstsq(Z[on].T / n, rest, rcond=None)[0]
+    assert np.abs(Z[on].T @ beta / n - rest).max() < 1e-12
+    assert beta.min() > -1e-9 and beta.max() < 1 + 1e-9
+    primal = lambda th: np.maximum(0, 1 - Z @ th).sum() / n + 0.5 * l2 * th @ th  # noqa: E731
+    assert primal(theta) < 0.0227329009  # the stalled dual solve's primal value was 0.1105 (0.0227329020 restarted)
+
+
 def test_smooth_hinge_influence_tracks_svm_retraining_better_than_the_raw_hinge():
     smooth = validate(make_workload("digits-svm", t=1e-3), "exact", k=15)
     raw = validate(make_workload("digits-svm", t=0.0), "exact", k=15)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +31,12 @@ from influencekit.errors import ConvergenceWarning
 HERE = Path(__file__).resolve().parent
 
 
+def _margin(loss: float) -> float:
+    """Signed margin m of a binary logistic loss log(1 + e^-m) (or of the cross-entropy of two
+    logits); the prediction flips when m < 0, i.e. loss > log 2."""
+    return -math.log(math.expm1(loss))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--setting", choices=("top-layer", "network"), default="top-layer")
@@ -41,13 +49,15 @@ def main() -> None:
     ap.add_argument("--figures", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, default=32, help="width of the frozen feature layer (top-layer)")
+    ap.add_argument("--l2", type=float, default=1e-2)
     ap.add_argument("--tag", default="", help="suffix of the output folder (out/<setting><tag>)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)
     t0 = time.perf_counter()
     if a.setting == "top-layer":
-        s = attack_mnist.top_layer_setting(n_train=a.n_train or 500, seed=a.seed)
+        s = attack_mnist.top_layer_setting(n_train=a.n_train or 500, seed=a.seed, hidden=a.hidden, l2=a.l2)
     else:
         s = attack_mnist.network_setting(n_train=a.n_train or 200, seed=a.seed)
     v = s.victim
@@ -81,17 +91,22 @@ def main() -> None:
                     save_file({"index": r.index, "x_before": r.x_before.float().contiguous(),
                                "x_after": r.x_after.float().contiguous()}, str(out / f"{name}.safetensors"))
             m = len(rows)
+            margins = [(_margin(q["loss_before"]), _margin(q["loss_after"])) for q in rows]
             run = {"k": k, "bound_255": bound, "targets": m, "success_rate": sum(q["flipped"] for q in rows) / m,
                    "mean_steps": sum(q["steps"] for q in rows) / m,
                    "mean_actual_rise": sum(q["actual_rise"] for q in rows) / m,
                    "mean_predicted_rise": sum(q["predicted_rise"] for q in rows) / m,
                    "mean_accuracy_rest": sum(q["accuracy_rest"] for q in rows) / m,
+                   "median_margin_before": statistics.median(b for b, _ in margins),
+                   "median_margin_shift": statistics.median(b - a for b, a in margins),
                    "seconds": time.perf_counter() - t1, "attacks": rows}
             summary["runs"].append(run)
             print(f"k = {k}, L-inf <= {bound:g}/255: success {run['success_rate']:.2f} "
                   f"({sum(q['flipped'] for q in rows)}/{m}), mean steps {run['mean_steps']:.1f}, target loss rise "
                   f"actual {run['mean_actual_rise']:.4f} / predicted {run['mean_predicted_rise']:.4f}, "
                   f"retrained accuracy on the rest {run['mean_accuracy_rest']:.4f} (clean {clean:.4f}), "
+                  f"median target margin {run['median_margin_before']:.2f}, "
+                  f"median shift {run['median_margin_shift']:.2f}, "
                   f"{run['seconds']:.0f} s", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -20,7 +20,7 @@ from .errors import (
 from .influence import SIGN_CONVENTION, Influence, scores
 from .losses import SmoothHinge, get_loss
 from .objective import Objective
-from .retrain import loo_retrain, minimize
+from .retrain import descend, loo_retrain, minimize, newton
 from .solvers import SOLVERS, Solver, make_solver
 
 __version__ = "0.1.0"
@@ -29,5 +29,6 @@ __all__ = [
     "SIGN_CONVENTION", "SOLVERS", "CacheError", "ConvergenceWarning", "DivergenceError", "Examples",
     "Influence", "InfluenceError", "InputError", "ModelStateError", "NegativeCurvatureError",
     "NonFiniteError", "Objective", "SmoothHinge", "Solver", "Spectrum", "UnsupportedLayerError",
-    "get_loss", "loo_retrain", "make_solver", "minimize", "scores", "spectrum", "suggest_damping",
+    "descend", "get_loss", "loo_retrain", "make_solver", "minimize", "newton", "scores", "spectrum",
+    "suggest_damping",
 ]

@@ -45,12 +45,12 @@ def _subsample(n: int, size: int, seed: int) -> Tensor:
 
 def top_layer_setting(data_dir: str | os.PathLike | None = None, classes: tuple[int, int] = (3, 8), *,
                       n_train: int = 1000, l2: float = 1e-2, cnn_train: int = 8000, cnn_epochs: int = 3,
-                      seed: int = 0) -> Setting:
+                      hidden: int = 32, seed: int = 0) -> Setting:
     """Frozen SmallCNN features (32-d, trained on ``cnn_train`` images of all ten digits) and a
     logistic-regression head on ``classes``, trained on ``n_train`` images to a stationary point."""
     Xa, ya, _, _ = datasets.mnist(data_dir)
     torch.manual_seed(seed)
-    cnn = models.SmallCNN(10)
+    cnn = models.SmallCNN(10, hidden=hidden)
     idx = _subsample(len(Xa), cnn_train, seed)
     models.train(cnn, "cross_entropy", Xa[idx], ya[idx], epochs=cnn_epochs, lr=3e-3, seed=seed)
     Xtr, ytr, Xte, yte = datasets.mnist(data_dir, classes)

@@ -7,6 +7,11 @@
 by full-batch L-BFGS from a warm start. Removing z_i is w_i = 0 (the eps = -1/n of the
 influence derivation, with the 1/n and l2 of the original objective kept), and up-weighting
 by eps is w_i = 1 + n eps. ``loo_retrain`` measures the actual change in test loss.
+
+``descend`` is the other protocol, for networks whose leave-one-out optimum is not a local
+quantity: a fixed number of full-batch gradient steps from the warm start (Koh & Liang
+retrained their CNN for a fixed number of steps from theta_hat). Plain gradient descent has no
+line search, so its result does not jump with round-off the way L-BFGS's can.
 """
 
 from __future__ import annotations
@@ -79,22 +84,55 @@ def minimize(objective: Objective, weights: Tensor | None = None, theta0: Tensor
         return val
 
     opt.step(closure)
-    theta = theta.detach()
+    theta = newton(objective, theta.detach(), weights, steps=newton_steps)
     _, g = weighted_risk(objective, theta, weights)
-    for _ in range(newton_steps):
-        from .solvers.cg import CGSolver
-
-        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p)
-        cg.objective = objective
-        cg._apply = lambda P: weighted_hvp(objective, P, weights)  # the weighted Hessian
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # round-off floor; judged below
-            theta = theta - cg._solve(g.unsqueeze(0))[0]
-        _, g = weighted_risk(objective, theta, weights)
     gmax = g.abs().max().item()
     if gmax > 10 * grad_tol:
         warnings.warn(ConvergenceWarning(f"retraining stopped with max|grad| = {gmax:.2e} > {grad_tol:.1e}; "
                                          "raise max_iter or use float64."), stacklevel=2)
+    return theta
+
+
+def newton(objective: Objective, theta: Tensor | None = None, weights: Tensor | None = None, *,
+           steps: int = 1) -> Tensor:
+    """``steps`` iterations theta <- theta - H_w^-1 grad R_w(theta) (CG to round-off), with H_w
+    the weighted Hessian at ``objective.theta`` (one Hessian for every step: converges while
+    theta stays near the trained parameters). Returns theta [p] (default start: the trained
+    parameters)."""
+    from .solvers.cg import CGSolver
+
+    theta = (objective.theta if theta is None else theta).detach().clone()
+    for _ in range(steps):
+        _, g = weighted_risk(objective, theta, weights)
+        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p)
+        cg.objective = objective
+        cg._apply = lambda P: weighted_hvp(objective, P, weights)  # the weighted Hessian
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # round-off floor; callers judge the gradient
+            theta = theta - cg._solve(g.unsqueeze(0))[0]
+    return theta
+
+
+def descend(objective: Objective, weights: Tensor | None = None, theta0: Tensor | None = None, *,
+            steps: int, lr: float | None = None) -> Tensor:
+    """``steps`` steps of full-batch gradient descent on R_w from ``theta0`` (default: the
+    trained parameters), step size ``lr`` (default 1 / lambda_max(H) at the trained
+    parameters, estimated by Lanczos). Returns theta [p].
+
+    On an eigen-direction of H with eigenvalue lambda, N steps of size lr cover the fraction
+    1 - (1 - lr lambda)^N ~ 1 - exp(-lr lambda N) of the way to the local optimum; influence with
+    damping d covers lambda / (lambda + d). Both are one half at lambda = d when
+    lr N d = ln 2: the step count that matches a damping.
+    """
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}.")
+    if lr is None:
+        from .curvature import spectrum
+
+        lr = 1.0 / spectrum(objective).max_eigenvalue
+    theta = (objective.theta if theta0 is None else theta0).detach().clone()
+    for _ in range(steps):
+        theta = theta - lr * weighted_risk(objective, theta, weights)[1]
     return theta
 
 
@@ -109,13 +147,15 @@ def evaluate_losses(objective: Objective, theta: Tensor, test: Examples, loss: L
 
 
 def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, test_loss: LossFn | None = None,
-                progress: bool = False, **minimize_options) -> Tensor:
+                progress: bool = False, steps: int | None = None, **minimize_options) -> Tensor:
     """Actual change of each test loss when each training point in ``remove`` is left out:
     L(z_test, theta_{-i}) - L(z_test, theta_ref), shape [m, len(remove)].
 
     theta_ref is the full objective re-optimised with the same optimiser and tolerance, so
     optimisation error cancels in the difference; each theta_{-i} is warm-started from it.
-    Compare with ``Influence.loo`` (= -(1/n) I_up,loss).
+    With ``steps``, every retrain is instead ``descend(..., steps=steps)`` from the trained
+    parameters (one step size for all, from the full objective). Compare with
+    ``Influence.loo`` (= -(1/n) I_up,loss).
     """
     remove = [int(i) for i in remove]
     n = objective.n
@@ -128,12 +168,19 @@ def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, 
     if any(i < 0 or i >= n for i in remove):
         raise InputError(f"indices to remove must be in [0, {n}); got {remove}.")
     ex = Examples(test, name="test data")
-    theta_ref = minimize(objective, **minimize_options)
+    if steps is not None:
+        from .curvature import spectrum
+
+        lr = minimize_options.pop("lr", None) or 1.0 / spectrum(objective).max_eigenvalue
+        retrain = lambda w, t0: descend(objective, w, t0, steps=steps, lr=lr)  # noqa: E731
+    else:
+        retrain = lambda w, t0: minimize(objective, w, t0, **minimize_options)  # noqa: E731
+    theta_ref = retrain(None, None)
     base = evaluate_losses(objective, theta_ref, ex, test_loss)
     out = torch.empty(len(base), len(remove), dtype=objective.dtype)
     for col, i in enumerate(tqdm(remove, disable=not progress, desc="leave-one-out", unit="retrain")):
         w = torch.ones(n, dtype=objective.dtype, device=objective.device)
         w[i] = 0.0
-        theta_i = minimize(objective, w, theta_ref, **minimize_options)
+        theta_i = retrain(w, theta_ref)
         out[:, col] = (evaluate_losses(objective, theta_i, ex, test_loss) - base).cpu()
     return out
