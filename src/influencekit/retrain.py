@@ -147,14 +147,16 @@ def evaluate_losses(objective: Objective, theta: Tensor, test: Examples, loss: L
 
 
 def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, test_loss: LossFn | None = None,
-                progress: bool = False, steps: int | None = None, **minimize_options) -> Tensor:
+                progress: bool = False, steps: int | None = None, lr: float | None = None,
+                **minimize_options) -> Tensor:
     """Actual change of each test loss when each training point in ``remove`` is left out:
     L(z_test, theta_{-i}) - L(z_test, theta_ref), shape [m, len(remove)].
 
     theta_ref is the full objective re-optimised with the same optimiser and tolerance, so
     optimisation error cancels in the difference; each theta_{-i} is warm-started from it.
-    With ``steps``, every retrain is instead ``descend(..., steps=steps)`` from the trained
-    parameters (one step size for all, from the full objective). Compare with
+    With ``steps``, every retrain is instead ``descend(..., steps=steps, lr=lr)`` from the
+    trained parameters (one step size for all; default 1 / lambda_max of the full objective's
+    H). Compare with
     ``Influence.loo`` (= -(1/n) I_up,loss).
     """
     remove = [int(i) for i in remove]
@@ -171,7 +173,7 @@ def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, 
     if steps is not None:
         from .curvature import spectrum
 
-        lr = minimize_options.pop("lr", None) or 1.0 / spectrum(objective).max_eigenvalue
+        lr = lr or 1.0 / spectrum(objective).max_eigenvalue
         retrain = lambda w, t0: descend(objective, w, t0, steps=steps, lr=lr)  # noqa: E731
     else:
         retrain = lambda w, t0: minimize(objective, w, t0, **minimize_options)  # noqa: E731

@@ -13,7 +13,7 @@ mnist-cnn           SmallCNN(4, 8, 16) (3,146 params), MNIST subset (n=500)   mn
                     leave-one-out by 2,000 gradient steps from the warm start
 digits-cnn          SmallCNN(4, 8, 16) on digits padded to 28x28 (n=400)       bundled
 digits-svm          linear SVM (hinge), digits 3 vs 8; influence via           bundled
-                    SmoothHinge(t), retraining with the exact hinge (liblinear)
+                    SmoothHinge(t), retraining with the exact hinge (active set)
 ==================  =========================================================  ==========
 """
 
