@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 def _margin(loss: float) -> float:
     """Signed margin m of a binary logistic loss log(1 + e^-m) (or of the cross-entropy of two
     logits); the prediction flips when m < 0, i.e. loss > log 2."""
-    return -math.log(math.expm1(loss))
+    return -math.log(max(math.expm1(loss), 1e-300))  # loss 0.0 (margin > ~745) would be log(0)
 
 
 def main() -> None:
