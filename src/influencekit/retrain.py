@@ -113,6 +113,14 @@ def newton(objective: Objective, theta: Tensor | None = None, weights: Tensor | 
     return theta
 
 
+def step_size(objective: Objective) -> float:
+    """1 / lambda_max(H) at the trained parameters (Lanczos): the gradient-descent step that
+    cannot overshoot along any eigen-direction of a locally quadratic objective."""
+    from .curvature import spectrum
+
+    return 1.0 / spectrum(objective).max_eigenvalue
+
+
 def descend(objective: Objective, weights: Tensor | None = None, theta0: Tensor | None = None, *,
             steps: int, lr: float | None = None) -> Tensor:
     """``steps`` steps of full-batch gradient descent on R_w from ``theta0`` (default: the
@@ -126,10 +134,7 @@ def descend(objective: Objective, weights: Tensor | None = None, theta0: Tensor 
     """
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}.")
-    if lr is None:
-        from .curvature import spectrum
-
-        lr = 1.0 / spectrum(objective).max_eigenvalue
+    lr = step_size(objective) if lr is None else lr
     theta = (objective.theta if theta0 is None else theta0).detach().clone()
     for _ in range(steps):
         theta = theta - lr * weighted_risk(objective, theta, weights)[1]
@@ -171,9 +176,7 @@ def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, 
         raise InputError(f"indices to remove must be in [0, {n}); got {remove}.")
     ex = Examples(test, name="test data")
     if steps is not None:
-        from .curvature import spectrum
-
-        lr = lr or 1.0 / spectrum(objective).max_eigenvalue
+        lr = step_size(objective) if lr is None else lr  # once, shared by every retrain
         retrain = lambda w, t0: descend(objective, w, t0, steps=steps, lr=lr)  # noqa: E731
     else:
         retrain = lambda w, t0: minimize(objective, w, t0, **minimize_options)  # noqa: E731

@@ -193,15 +193,17 @@ def hinge_svm(Z: np.ndarray, l2: float, n: int | None = None) -> np.ndarray:
         beta = np.linalg.lstsq(Zf @ Zf.T, n * l2 - Zf @ rhs_u, rcond=None)[0] if free.any() else np.zeros(0)
         theta = (rhs_u + Zf.T @ beta) / (n * l2)
         margin = Z @ theta
+        b = np.zeros(m)
+        b[free] = beta
         viol = np.zeros(m)  # how badly each point breaks its set's condition
-        viol[free] = np.maximum(beta - 1, 0) + np.maximum(-beta, 0)
+        viol[free] = np.maximum(b[free] - 1, 0) + np.maximum(-b[free], 0)
         viol[state == 0] = np.maximum(1 - margin[state == 0], 0)
         viol[upper] = np.maximum(margin[upper] - 1, 0)
         i = int(viol.argmax())
         if viol[i] <= tol:
             return theta
         if state[i] == 1:  # beta left [0, 1]: the point's margin leaves 1 on that side
-            state[i] = 2 if beta[np.flatnonzero(free).tolist().index(i)] > 1 else 0
+            state[i] = 2 if b[i] > 1 else 0
         else:  # a point on the wrong side of 1 joins the margin
             state[i] = 1
     raise RuntimeError("hinge SVM active-set solve did not reach its KKT conditions; report this data set.")
