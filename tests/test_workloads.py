@@ -49,6 +49,21 @@ def test_hinge_svm_meets_the_kkt_conditions_where_a_plain_dual_solve_stalls():
     assert primal(theta) < 0.0227329009  # the stalled dual solve's primal value was 0.1105 (0.0227329020 restarted)
 
 
+def test_hinge_svm_warm_started_leave_one_out_equals_a_cold_solve():
+    """Leave-one-out solves start from the full-data sets; the end point must not depend on it."""
+    from influencekit import datasets
+    from influencekit.workloads import hinge_svm
+
+    Xtr, ytr, _, _ = datasets.digits((3, 8), seed=0)
+    X, y, n, l2 = Xtr.double().numpy(), 2.0 * ytr.double().numpy() - 1.0, len(Xtr), 1e-2
+    Z = y[:, None] * X
+    full = hinge_svm(Z, l2)
+    margins = Z @ full
+    for i in (int(np.argmin(margins)), int(np.argmin(np.abs(margins - 1)))):  # a violator, a margin point
+        keep = np.arange(n) != i
+        np.testing.assert_allclose(hinge_svm(Z[keep], l2, n, start=full), hinge_svm(Z[keep], l2, n), atol=1e-10)
+
+
 def test_smooth_hinge_influence_tracks_svm_retraining_better_than_the_raw_hinge():
     smooth = validate(make_workload("digits-svm", t=1e-3), "exact", k=15)
     raw = validate(make_workload("digits-svm", t=0.0), "exact", k=15)

@@ -2,6 +2,7 @@
 
     python benchmarks/validate/run.py                       # all cases below
     python benchmarks/validate/run.py mnist-logreg:exact     # one case
+    python benchmarks/validate/run.py mnist-cnn:cg:seed=1    # one case, a workload option changed
 
 Prints one JSON line per case (the CLI's `validate --json` fields plus train seconds) and a
 markdown table row. Each case is also reproducible with `influencekit validate --workload W --solver S`.
@@ -20,16 +21,26 @@ CASES = [
     ("digits-logreg", "exact", {}), ("digits-logreg", "cg", {}), ("digits-logreg", "lissa", {}),
     ("mnist-logreg", "exact", {}), ("mnist-logreg", "cg", {}), ("mnist-logreg", "lissa", {}),
     ("digits-svm", "exact", {"t": 1e-3}), ("digits-svm", "exact", {"t": 0.0}),
+    ("mnist-svm", "exact", {"t": 1e-3}), ("mnist-svm", "exact", {"t": 0.0}),
     ("mnist-cnn", "cg", {}),
 ]
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key, json.loads(value)
+
+
 def main(argv: list[str]) -> None:
-    wanted = set(argv)
+    # "workload:solver:key=value,key=value" overrides a case's workload options (values as JSON).
+    overrides = {":".join(a.split(":")[:2]): dict(map(_option, a.split(":")[2].split(",")))
+                 for a in argv if a.count(":") >= 2}
+    wanted = {":".join(a.split(":")[:2]) for a in argv}
     built: dict = {}
     for name, solver, opts in CASES:
         if wanted and f"{name}:{solver}" not in wanted and name not in wanted:
             continue
+        opts = {**opts, **overrides.get(f"{name}:{solver}", {})}
         key = (name, tuple(sorted(opts.items())))
         if key not in built:
             t0 = time.perf_counter()

@@ -11,11 +11,11 @@ from torch import Tensor, nn
 
 
 class LogisticRegression(nn.Module):
-    """One logit f(x) = w^T x + b for binary labels: [B, d] -> [B]."""
+    """One logit f(x) = w^T x + b (b = 0 with ``bias=False``) for binary labels: [B, d] -> [B]."""
 
-    def __init__(self, d: int):
+    def __init__(self, d: int, bias: bool = True):
         super().__init__()
-        self.linear = nn.Linear(d, 1)
+        self.linear = nn.Linear(d, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x.reshape(x.shape[0], -1)).squeeze(-1)

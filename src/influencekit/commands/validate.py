@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=50, help="retrain leave-one-out on the k most influential points")
     p.add_argument("--test-index", type=int, default=None, help="test point (default: the highest test loss)")
     p.add_argument("--damping", type=float, default=None, help="override the workload's damping")
-    p.add_argument("--t", type=float, default=1e-3, help="SmoothHinge temperature (digits-svm)")
+    p.add_argument("--t", type=float, default=1e-3, help="SmoothHinge temperature (digits-svm, mnist-svm)")
     p.add_argument("--n-train", type=int, default=None, help="training subset size (cnn workloads)")
 
 
