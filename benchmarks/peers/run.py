@@ -5,6 +5,7 @@ dattri, in one run; seconds, peak memory and agreement with exact influence per 
     python benchmarks/peers/run.py --model mlp-small    # MLP 64-32-10 (2,410 params) on digits
     python benchmarks/peers/run.py --model cnn          # SmallCNN (11,978 params) on digits at 28x28
     python benchmarks/peers/run.py --model mlp --only ik:cg,kronfluence:ekfac
+    python benchmarks/peers/run.py --model mlp --only ik:cg@1e-2     # CG to relative residual 1e-2
     python benchmarks/peers/run.py --model cnn --reference ik:cg64   # float64 CG reference
 
 Every method runs in its own subprocess (peak memory = that process's ru_maxrss; time = its
@@ -52,7 +53,7 @@ SIGNS = {"ik": 1.0, "kronfluence": -1.0, "pydvl": -1.0, "dattri": -1.0, "captum"
 
 REFERENCES = ("ik:exact", "ik:cg64")
 METHODS = [  # most informative first, so a run cut short still answers the targets
-    "ik:exact", "ik:cg64", "ik:ekfac", "ik:pcg", "ik:kfac", "ik:arnoldi", "ik:cg",
+    "ik:exact", "ik:cg64", "ik:ekfac", "ik:pcg", "ik:kfac", "ik:arnoldi", "ik:cg", "ik:cg@1e-2",
     "kronfluence:ekfac", "kronfluence:kfac", "pydvl:ekfac", "dattri:ekfac",
     "pydvl:cg", "dattri:cg", "captum:arnoldi", "pydvl:arnoldi", "dattri:arnoldi", "ik:lissa",
     "pydvl:lissa", "dattri:lissa", "pydvl:direct", "dattri:explicit",
@@ -106,15 +107,18 @@ def run_ik(solver: str, model, Xtr, ytr, Xte, yte) -> torch.Tensor:
 
     opts: dict = {}
     dtype = torch.float64 if solver in ("exact", "cg64") else torch.float32
+    solver, _, tol = solver.partition("@")  # "cg@1e-2": CG to another relative residual
     if solver == "cg64":
         solver, opts = "cg", {"tol": 1e-12, "max_iter": 20_000}
     elif solver == "cg":
-        opts = {"tol": 1e-5}
+        opts = {"tol": float(tol or 1e-5)}
     elif solver == "lissa":
         opts = {"depth": 300, "repeats": 1}  # its mini-batch is LiSSA's default (Influence owns batch_size)
     elif solver == "arnoldi":
         opts = {"rank": 200}
-    inf = Influence(model, "cross_entropy", (Xtr, ytr), l2=L2, solver=solver, damping=DAMPING, batch_size=2048,
+    # HVP batches of 28x28 conv activations x k tangents: 256 images keep CG's peak under 1 GB
+    batch = 256 if Xtr.dim() > 2 else 2048
+    inf = Influence(model, "cross_entropy", (Xtr, ytr), l2=L2, solver=solver, damping=DAMPING, batch_size=batch,
                     dtype=dtype, **opts)
     return inf.up_loss((Xte, yte))
 
@@ -216,15 +220,19 @@ RUNNERS = {"ik": run_ik, "kronfluence": run_kronfluence, "pydvl": run_pydvl, "da
            "captum": run_captum}
 
 
-def child(kind: str, method: str, work: Path, threads: int) -> None:
+def child(kind: str, method: str, work: Path, threads: int, memory_gb: float) -> None:
     torch.set_num_threads(threads)
+    # A cap on the address space turns a method that would take the machine's memory (and the
+    # other jobs' with it) into a clean "can't allocate" failure of that method alone.
+    cap = int(memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     warnings.simplefilter("ignore")
     lib, name = method.split(":")
     model, Xtr, ytr, Xte, yte = load(kind, work)
     if lib == "ik":
         from influencekit import SOLVERS
 
-        if name not in SOLVERS and name != "cg64":
+        if name.partition("@")[0] not in SOLVERS and name != "cg64":
             print(json.dumps({"method": method, "status": f"solver {name!r} not registered in influencekit yet"}))
             return
     import importlib
@@ -270,7 +278,7 @@ def agreement(M: torch.Tensor, ref: torch.Tensor) -> dict:
 def run_child(a: argparse.Namespace, method: str) -> dict:
     """One method in a fresh subprocess; its JSON result line, or why it has none."""
     cmd = [sys.executable, __file__, "--model", a.model, "--child", method, "--work", a.work,
-           "--threads", str(a.threads)]
+           "--threads", str(a.threads), "--memory-gb", str(a.memory_gb)]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     limit = a.timeout * 4 if method in REFERENCES else a.timeout  # the reference must finish
     try:
@@ -292,7 +300,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=300, help="seconds per method before it is reported as timed out")
     ap.add_argument("--retrain", action="store_true", help="train again even if a trained model is saved")
-    ap.add_argument("--rerun", action="store_true", help="run every method again instead of resuming")
+    ap.add_argument("--rerun", action="store_true",
+                    help="run every compared method again instead of resuming (a saved reference is kept)")
+    ap.add_argument("--memory-gb", type=float, default=16.0,
+                    help="address-space cap per method; a method that needs more fails with an allocation error")
     ap.add_argument("--reference", choices=REFERENCES, default="ik:exact")
     ap.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/ik_peers")
     a = ap.parse_args()
@@ -300,7 +311,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.environ["PEER_WORK"] = str(work)
     if a.child:
-        child(a.model, a.child, work, a.threads)
+        child(a.model, a.child, work, a.threads, a.memory_gb)
         return
     torch.set_num_threads(a.threads)
     if (work / "info.json").exists() and not a.retrain:  # training is minutes on a busy CPU: reuse it
@@ -316,7 +327,8 @@ def main() -> None:
     results = []
     for method in methods:
         done = work / f"result_{method.replace(':', '_')}.json"
-        if done.exists() and not a.rerun:  # resume: a finished method is not run again
+        keep = not a.rerun or (method == a.reference and ref_file.exists())
+        if done.exists() and keep:  # resume: a finished method is not run again
             res = json.loads(done.read_text())
         else:
             res = run_child(a, method)

@@ -103,7 +103,7 @@ class LayerScorer:
         self.model = copy.deepcopy(objective.model).to(self.device, self.dtype)
         self.theta = objective.theta.to(self.dtype)
         self.fixed = {k: (v.to(self.dtype) if v.is_floating_point() else v) for k, v in objective.fixed.items()}
-        blocks = dict(zip(objective.names, torch.split(S, objective.numels, dim=1)))
+        blocks = objective.blocks(S)
         users = {}  # parameter id -> number of modules holding it (tied weights go generic)
         for _, m in self.model.named_modules():
             for p in m.parameters(recurse=False):
@@ -128,8 +128,7 @@ class LayerScorer:
         return list(self.rest)
 
     def _params(self, theta: Tensor) -> dict[str, Tensor]:
-        return {k: t.view(s) for k, t, s in zip(self.objective.names, torch.split(theta, self.objective.numels),
-                                                self.objective.shapes)}
+        return self.objective.unflatten(theta)
 
     def _layer_scores(self, x: Tensor, y: Tensor) -> Tensor:
         """[B, k] from the factorisable layers: one forward pass with input capture, one backward."""

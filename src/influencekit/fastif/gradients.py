@@ -70,7 +70,7 @@ def head_block(objective: Objective, S: Tensor, params: Iterable[str] | None = N
         raise InputError(f"parameters {missing} are not in the objective's scope {objective.names}; the gradient "
                          "prefilter needs the last layer in scope (or name in-scope params).")
     S = S.unsqueeze(0) if S.dim() == 1 else S
-    blocks = dict(zip(objective.names, torch.split(S, objective.numels, dim=1)))
+    blocks = objective.blocks(S)
     return torch.cat([blocks[k] for k in names], dim=1).float().cpu()
 
 
