@@ -1,7 +1,8 @@
 """Conjugate gradients on  min_x 1/2 x^T (H + dI) x - v^T x, batched over k right-hand sides.
 
 Each iteration is one pass over the training data that applies the Hessian to all k
-directions at once (forward-over-reverse HVPs), so k test points cost little more than one.
+directions at once (reverse-over-reverse HVPs, ``Objective.hvp_batch``), so k test points
+cost little more than one.
 """
 
 from __future__ import annotations
