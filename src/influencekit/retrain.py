@@ -104,12 +104,11 @@ def newton(objective: Objective, theta: Tensor | None = None, weights: Tensor | 
     theta = (objective.theta if theta is None else theta).detach().clone()
     for _ in range(steps):
         _, g = weighted_risk(objective, theta, weights)
-        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p)
-        cg.objective = objective
-        cg._apply = lambda P: weighted_hvp(objective, P, weights)  # the weighted Hessian
+        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p,
+                      operator=lambda P: weighted_hvp(objective, P, weights)).fit(objective)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # round-off floor; callers judge the gradient
-            theta = theta - cg._solve(g.unsqueeze(0))[0]
+            theta = theta - cg.solve(g)
     return theta
 
 

@@ -27,6 +27,8 @@ class CGSolver(Solver):
         max_iter: at most this many iterations (data passes); default min(p, 1000).
         preconditioner: optional callable M^{-1}: [k, p] -> [k, p], symmetric positive
             definite (e.g. a fitted EK-FAC solver's ``solve``); fewer iterations when M ~ H.
+        operator: optional callable A: [k, p] -> [k, p], symmetric, to invert instead of the
+            objective's H + dI (e.g. a reweighted Hessian for a Newton step in ``retrain``).
 
     After ``solve``, ``residuals`` holds the relative residual of every column at every
     iteration ([iters, k]) and ``iterations`` the count. Not converging warns
@@ -38,13 +40,16 @@ class CGSolver(Solver):
     needs = frozenset({"hvp"})
 
     def __init__(self, damping: float = 0.0, tol: float = 1e-6, max_iter: int | None = None,
-                 preconditioner: Callable[[Tensor], Tensor] | None = None):
+                 preconditioner: Callable[[Tensor], Tensor] | None = None,
+                 operator: Callable[[Tensor], Tensor] | None = None):
         super().__init__(damping)
-        self.tol, self.max_iter, self.preconditioner = tol, max_iter, preconditioner
+        self.tol, self.max_iter, self.preconditioner, self.operator = tol, max_iter, preconditioner, operator
         self.residuals: Tensor | None = None
         self.iterations = 0
 
     def _apply(self, P: Tensor) -> Tensor:
+        if self.operator is not None:
+            return self.operator(P)
         return self.objective.hvp(P) + self.damping * P
 
     def _solve(self, V: Tensor) -> Tensor:
