@@ -143,10 +143,12 @@ def test_parallel_scoring_and_s_test_equal_the_serial_result(problem):
     model, _, train, (Xt, yt) = problem
     obj = Objective(model, "cross_entropy", train, l2=0.1, batch_size=50)  # shards [0, 100) and [100, 150)
     G = obj.grads(Xt, yt)[:4]
-    solver = make_solver("cg", damping=0.2, tol=1e-10).fit(obj)
+    solver = make_solver("cg", damping=0.2, tol=1e-10, block=False).fit(obj)  # columns independent: bit-equal
     S = solver.solve(G)
     S_par = parallel_s_test(solver, G, workers=2)
     assert torch.allclose(S_par, S, rtol=1e-10, atol=1e-13)
+    block = make_solver("cg", damping=0.2, tol=1e-10).fit(obj)  # one Krylov space per shard: equal to tolerance
+    assert ((parallel_s_test(block, G, workers=2) - S).norm() / S.norm()).item() < 1e-8
     serial = scores(obj, S, method="grad")
     par = parallel_scores(obj, S, workers=2)
     assert par.shape == serial.shape

@@ -47,6 +47,31 @@ def test_cg_solves_each_right_hand_side_as_if_alone(problem):
     torch.testing.assert_close(together[2], alone, rtol=1e-7, atol=1e-9)
 
 
+def test_block_cg_shares_one_krylov_space_so_it_needs_fewer_iterations(problem):
+    obj, H, V = problem
+    V = torch.cat([V, obj.grads(*obj.train.take(slice(5, 20)))])  # 20 right-hand sides
+    block = ik.make_solver("cg", tol=1e-10).fit(obj)
+    single = ik.make_solver("cg", tol=1e-10, block=False).fit(obj)
+    Xb, Xs = block.solve(V), single.solve(V)
+    assert _rel(Xb, _exact(H, V)) < 1e-8 and _rel(Xs, _exact(H, V)) < 1e-8
+    assert block.iterations < 0.6 * single.iterations, (block.iterations, single.iterations)
+    true_rel = (V - Xb @ H).norm(dim=1) / V.norm(dim=1)  # the residuals it reports are the true ones
+    torch.testing.assert_close(block.residuals[-1], true_rel, rtol=1e-3, atol=1e-12)
+
+
+def test_block_cg_survives_dependent_zero_and_tiny_right_hand_sides(problem):
+    """Columns that coincide, vanish or differ in scale by 1e12 must not break the shared basis."""
+    obj, H, V = problem
+    W = torch.stack([V[0], V[0], 2 * V[0], torch.zeros_like(V[0]), 1e-6 * V[1], 1e6 * V[2], V[3] + V[4]])
+    X = ik.make_solver("cg", tol=1e-10).fit(obj).solve(W)
+    exact = _exact(H, W)
+    for j in range(len(W)):
+        if j == 3:
+            assert X[j].abs().max() == 0
+        else:
+            assert _rel(X[j], exact[j]) < 1e-8, j
+
+
 def test_cg_warns_with_residuals_when_it_runs_out_of_iterations(problem):
     obj, H, V = problem
     cg = ik.make_solver("cg", max_iter=2).fit(obj)

@@ -73,8 +73,10 @@ def parallel_s_test(solver: Solver, V: Tensor, *, workers: int = 2) -> Tensor:
     """``solver.solve(V)`` ([m, p] -> [m, p]) with the m right-hand sides (test gradients) split
     into ``workers`` shards solved in separate processes. The solver must be fitted.
 
-    Equal to the serial solve for solvers that treat columns independently: CG (per-column step
-    sizes and stopping), exact, LiSSA (every shard replays the same seeded mini-batches).
+    Equal to the serial solve for solvers that treat columns independently: CG with
+    ``block=False`` (per-column step sizes and stopping), exact, LiSSA (every shard replays the
+    same seeded mini-batches). Block CG (the default) shares one Krylov space across the
+    columns it is given, so shards agree with the serial solve to its tolerance, not bit for bit.
     """
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}.")

@@ -19,7 +19,7 @@ class PCGSolver(CGSolver):
     """CG on (H + dI) x = v with M^{-1} = a fitted EK-FAC inverse (same damping d).
 
     Args:
-        damping, tol, max_iter: see ``CGSolver``.
+        damping, tol, max_iter, block: see ``CGSolver``.
         fisher, batch_size: of the EK-FAC preconditioner (see ``KFACSolver``).
 
     The preconditioner needs the parameters in scope to be Linear/Conv2d layers
@@ -31,8 +31,8 @@ class PCGSolver(CGSolver):
     needs = frozenset({"hvp", "layers"})
 
     def __init__(self, damping: float = 0.0, tol: float = 1e-6, max_iter: int | None = None,
-                 fisher: str = "ggn", batch_size: int | None = None):
-        super().__init__(damping, tol=tol, max_iter=max_iter)
+                 fisher: str = "ggn", batch_size: int | None = None, block: bool = True):
+        super().__init__(damping, tol=tol, max_iter=max_iter, block=block)
         self.preconditioner_solver = EKFACSolver(damping=damping, fisher=fisher, batch_size=batch_size)
 
     def _fit(self, objective: Objective) -> None:
@@ -46,4 +46,4 @@ class PCGSolver(CGSolver):
     def settings(self) -> dict[str, Any]:
         ek = self.preconditioner_solver
         return {"solver": self.name, "damping": self.damping, "tol": self.tol, "max_iter": self.max_iter,
-                "fisher": ek.fisher, "batch_size": ek.batch_size}
+                "block": self.block, "fisher": ek.fisher, "batch_size": ek.batch_size}
