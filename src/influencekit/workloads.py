@@ -168,8 +168,8 @@ def digits_cnn(seed: int = 0, n_train: int = 400, **_: Any) -> Workload:
 
 def hinge_svm(Z: np.ndarray, l2: float, n: int | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """The exact minimiser theta [p] of (1/n) sum_i max(0, 1 - z_i . theta) + (l2/2)||theta||^2,
-    for rows z_i = y_i [x_i, 1] of Z [m, p] (``n`` defaults to m; leave-one-out keeps the
-    original n, the eps = -1/n convention).
+    for rows z_i = y_i [x_i, 1] (or y_i x_i without a bias) of Z [m, p] (``n`` defaults to m;
+    leave-one-out keeps the original n, the eps = -1/n convention).
 
     The objective is piecewise quadratic, so the minimiser solves a linear system once the
     points are sorted into margin > 1 (beta = 0), margin < 1 (beta = 1) and margin = 1 (beta in

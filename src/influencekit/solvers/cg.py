@@ -113,7 +113,7 @@ class CGSolver(Solver):
         for it in range(max_iter + 1):
             rel = R.norm(dim=1) / bnorm
             history.append(rel)
-            active = (rel > self.tol) & (V.norm(dim=1) > 0)
+            active = rel > self.tol  # a zero column has rel 0 and its zero solution
             if not active.any() or it == max_iter:
                 break
             Z = M(R[active])
