@@ -3,6 +3,7 @@
     python benchmarks/validate/run.py                       # all cases below
     python benchmarks/validate/run.py mnist-logreg:exact     # one case
     python benchmarks/validate/run.py mnist-cnn:cg:seed=1    # one case, a workload option changed
+    VALIDATE_SAVE=DIR python benchmarks/validate/run.py ...  # also DIR/<case>.json: every predicted/actual pair
 
 Prints one JSON line per case (the CLI's `validate --json` fields plus train seconds) and a
 markdown table row. Each case is also reproducible with `influencekit validate --workload W --solver S`.
@@ -11,9 +12,11 @@ markdown table row. Each case is also reproducible with `influencekit validate -
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from influencekit.workloads import make_workload, validate
 
@@ -49,6 +52,11 @@ def main(argv: list[str]) -> None:
                 built[key] = (make_workload(name, **opts), time.perf_counter() - t0)
         w, train_s = built[key]
         r = validate(w, solver, k=50)
+        if os.environ.get("VALIDATE_SAVE"):  # the full result, for looking at the points behind a correlation
+            out = Path(os.environ["VALIDATE_SAVE"])
+            out.mkdir(parents=True, exist_ok=True)
+            tag = "_".join([name, solver] + [f"{k}={v}" for k, v in sorted(opts.items())])
+            (out / f"{tag}.json").write_text(json.dumps({**r, "options": opts}, default=str))
         row = {k: r[k] for k in ("workload", "solver", "n", "p", "k", "pearson", "spearman", "seconds",
                                  "retrain_seconds", "pearson_newton", "spearman_newton", "settings") if k in r}
         row.update(train_seconds=train_s, options=opts)
