@@ -102,10 +102,10 @@ def newton(objective: Objective, theta: Tensor | None = None, weights: Tensor | 
     from .solvers.cg import CGSolver
 
     theta = (objective.theta if theta is None else theta).detach().clone()
+    cg = CGSolver(tol=1e-13, max_iter=10 * objective.p,  # one Hessian, so one solver for every step
+                  operator=lambda P: weighted_hvp(objective, P, weights)).fit(objective)
     for _ in range(steps):
         _, g = weighted_risk(objective, theta, weights)
-        cg = CGSolver(tol=1e-13, max_iter=10 * objective.p,
-                      operator=lambda P: weighted_hvp(objective, P, weights)).fit(objective)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # round-off floor; callers judge the gradient
             theta = theta - cg.solve(g)
@@ -160,8 +160,7 @@ def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, 
     optimisation error cancels in the difference; each theta_{-i} is warm-started from it.
     With ``steps``, every retrain is instead ``descend(..., steps=steps, lr=lr)`` from the
     trained parameters (one step size for all; default 1 / lambda_max of the full objective's
-    H). Compare with
-    ``Influence.loo`` (= -(1/n) I_up,loss).
+    H). Compare with ``Influence.loo`` (= -(1/n) I_up,loss).
     """
     remove = [int(i) for i in remove]
     n = objective.n

@@ -79,10 +79,7 @@ class CGSolver(Solver):
                 break
             AP = self._apply(P)
             pAp = (P * AP).sum(1)
-            if not torch.isfinite(pAp[active]).all():
-                raise NonFiniteError(f"CG got a NaN/inf Hessian-vector product at iteration {it}; the loss is not "
-                                     "twice differentiable at theta_hat or the model overflows: check the model "
-                                     "and loss, or use float64.")
+            self._check_finite(pAp[active], it)
             bad = active & (pAp <= 0)
             if bad.any():
                 self._negative_curvature((pAp[bad] / (P[bad] * P[bad]).sum(1)).min().item(), it)
@@ -123,10 +120,7 @@ class CGSolver(Solver):
             _, S, Q = torch.linalg.svd(Z, full_matrices=False)
             Q = Q[S > S[0] * 1e3 * torch.finfo(V.dtype).eps]
             AQ = self._apply(Q)
-            if not torch.isfinite(AQ).all():
-                raise NonFiniteError(f"CG got a NaN/inf Hessian-vector product at iteration {it}; the loss is not "
-                                     "twice differentiable at theta_hat or the model overflows: check the model "
-                                     "and loss, or use float64.")
+            self._check_finite(AQ, it)
             QAQ = Q @ AQ.T
             L, info = torch.linalg.cholesky_ex(0.5 * (QAQ + QAQ.T))
             if info.item() != 0:  # Q A Q^T not positive definite: its smallest Ritz value is the Rayleigh quotient
@@ -148,6 +142,13 @@ class CGSolver(Solver):
                 f"{self.tol:.1e}; raise max_iter, add damping, or use float64 (residuals: solver.residuals)."),
                 stacklevel=4)
         return X
+
+    @staticmethod
+    def _check_finite(products: Tensor, it: int) -> None:
+        if not torch.isfinite(products).all():
+            raise NonFiniteError(f"CG got a NaN/inf Hessian-vector product at iteration {it}; the loss is not "
+                                 "twice differentiable at theta_hat or the model overflows: check the model "
+                                 "and loss, or use float64.")
 
     def _negative_curvature(self, rq: float, it: int) -> None:
         """Raise NegativeCurvatureError for a Rayleigh quotient rq <= 0 of the damped Hessian."""
