@@ -43,9 +43,10 @@ def test_pcg_matches_exact_to_1e_5_in_fewer_iterations_than_cg(problem):
 
 def test_pcg_settings_name_its_preconditioner_options(problem):
     obj, _, _ = problem
-    s = ik.make_solver("pcg", damping=0.01, tol=1e-7, fisher="empirical")
+    s = ik.make_solver("pcg", damping=0.01, tol=1e-7, fisher="empirical", exact_block=0)
     assert s.settings() == {"solver": "pcg", "damping": 0.01, "tol": 1e-7, "max_iter": None, "block": True,
-                            "fisher": "empirical", "batch_size": None}
+                            "fisher": "empirical", "batch_size": None, "exact_block": 0}
+    assert s.preconditioner_solver.exact_block == 0
     assert s.needs == {"hvp", "layers"}
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..objective import Objective
 from .base import register
 from .cg import CGSolver
-from .kfac import EKFACSolver
+from .kfac import EXACT_BLOCK, EKFACSolver
 
 
 @register
@@ -20,7 +20,7 @@ class PCGSolver(CGSolver):
 
     Args:
         damping, tol, max_iter, block: see ``CGSolver``.
-        fisher, batch_size: of the EK-FAC preconditioner (see ``KFACSolver``).
+        fisher, batch_size, exact_block: of the EK-FAC preconditioner (see ``KFACSolver``).
 
     The preconditioner needs the parameters in scope to be Linear/Conv2d layers
     (``UnsupportedLayerError`` otherwise: use ``cg``). After ``solve``: ``residuals``,
@@ -31,9 +31,11 @@ class PCGSolver(CGSolver):
     needs = frozenset({"hvp", "layers"})
 
     def __init__(self, damping: float = 0.0, tol: float = 1e-6, max_iter: int | None = None,
-                 fisher: str = "ggn", batch_size: int | None = None, block: bool = True):
+                 fisher: str = "ggn", batch_size: int | None = None, block: bool = True,
+                 exact_block: int = EXACT_BLOCK):
         super().__init__(damping, tol=tol, max_iter=max_iter, block=block)
-        self.preconditioner_solver = EKFACSolver(damping=damping, fisher=fisher, batch_size=batch_size)
+        self.preconditioner_solver = EKFACSolver(damping=damping, fisher=fisher, batch_size=batch_size,
+                                                 exact_block=exact_block)
 
     def _fit(self, objective: Objective) -> None:
         ek = self.preconditioner_solver.fit(objective)
@@ -46,4 +48,5 @@ class PCGSolver(CGSolver):
     def settings(self) -> dict[str, Any]:
         ek = self.preconditioner_solver
         return {"solver": self.name, "damping": self.damping, "tol": self.tol, "max_iter": self.max_iter,
-                "block": self.block, "fisher": ek.fisher, "batch_size": ek.batch_size}
+                "block": self.block, "fisher": ek.fisher, "batch_size": ek.batch_size,
+                "exact_block": ek.exact_block}
