@@ -5,7 +5,8 @@
 Needs a finished `run.py --model mlp` (its trained model and float64 exact reference). Prints
 Pearson / Spearman / top-10 overlap against the reference for: the explicit full GGN, the GGN
 kept block-diagonal per Linear layer (weight + bias), the Hessian kept block-diagonal, then
-influencekit's K-FAC and EK-FAC (Kronecker factors of those blocks), and EK-FAC-preconditioned
+influencekit's K-FAC and EK-FAC (Kronecker factors of those blocks; every layer factorised, and
+the default, where layers of at most 1,024 parameters keep their exact block), and EK-FAC-preconditioned
 CG stopped after 1-5 iterations (EK-FAC refined with exact HVPs). All float64, the same damping
 as the harness. Sign: I_up,loss > 0 harmful.
 """
@@ -67,9 +68,10 @@ def main() -> None:
             ("block-diagonal GGN", lambda: up_loss(block_diagonal(ggn))),
             ("block-diagonal Hessian", lambda: up_loss(block_diagonal(H)))]
     for name in ("kfac", "ekfac"):
-        rows.append((f"influencekit {name}", lambda name=name: Influence(
-            model, "cross_entropy", (Xtr, ytr), l2=peers.L2, solver=name, damping=peers.DAMPING,
-            dtype=torch.float64).up_loss((Xte, yte))))
+        for eb, what in ((0, "every layer factorised"), (1024, "layers <= 1024 params exact (default)")):
+            rows.append((f"influencekit {name}, {what}", lambda name=name, eb=eb: Influence(
+                model, "cross_entropy", (Xtr, ytr), l2=peers.L2, solver=name, damping=peers.DAMPING,
+                exact_block=eb, dtype=torch.float64).up_loss((Xte, yte))))
     for it in range(1, 6):
         rows.append((f"EK-FAC-preconditioned CG, {it} iteration(s)", lambda it=it: Influence(
             model, "cross_entropy", (Xtr, ytr), l2=peers.L2, solver="pcg", damping=peers.DAMPING, max_iter=it,

@@ -6,6 +6,8 @@ dattri, in one run; seconds, peak memory and agreement with exact influence per 
     python benchmarks/peers/run.py --model cnn          # SmallCNN (11,978 params) on digits at 28x28
     python benchmarks/peers/run.py --model mlp --only ik:cg,kronfluence:ekfac
     python benchmarks/peers/run.py --model mlp --only ik:cg@1e-2     # CG to relative residual 1e-2
+    python benchmarks/peers/run.py --model mlp --only ik:ekfac@0     # EK-FAC with every layer factorised
+    python benchmarks/peers/run.py --model mlp --seed 1 --damping 0.05   # another network, another damping
     python benchmarks/peers/run.py --model cnn --reference ik:cg64   # float64 CG reference
 
 Every method runs in its own subprocess (peak memory = that process's ru_maxrss; time = its
@@ -44,7 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 L2 = 1e-3
-DAMPING = 2e-2  # 1e-2 leaves the damped MLP Hessian slightly indefinite (CG reported -6e-5)
+DAMPING = DEFAULT_DAMPING = 2e-2  # 1e-2 leaves the damped MLP Hessian slightly indefinite (CG reported -6e-5)
 M_TEST = 20
 
 #: multiply a peer's returned matrix by this to get I_up,loss (> 0 harmful)
@@ -53,25 +55,33 @@ SIGNS = {"ik": 1.0, "kronfluence": -1.0, "pydvl": -1.0, "dattri": -1.0, "captum"
 
 REFERENCES = ("ik:exact", "ik:cg64")
 METHODS = [  # most informative first, so a run cut short still answers the targets
-    "ik:exact", "ik:cg64", "ik:ekfac", "ik:pcg", "ik:kfac", "ik:arnoldi", "ik:cg", "ik:cg@1e-2",
+    "ik:exact", "ik:cg64", "ik:ekfac", "ik:pcg", "ik:kfac", "ik:ekfac@0", "ik:kfac@0", "ik:arnoldi", "ik:cg",
+    "ik:cg@1e-2",
     "kronfluence:ekfac", "kronfluence:kfac", "pydvl:ekfac", "dattri:ekfac",
     "pydvl:cg", "dattri:cg", "captum:arnoldi", "pydvl:arnoldi", "dattri:arnoldi", "ik:lissa",
     "pydvl:lissa", "dattri:lissa", "pydvl:direct", "dattri:explicit",
 ]
 
 
+def set_damping(d: float) -> None:
+    """--damping: every method (and the reference) reads the module's DAMPING."""
+    global DAMPING
+    DAMPING = d
+
+
 # ---- the workload -------------------------------------------------------------------------
-def make_model(kind: str) -> nn.Module:
+def make_model(kind: str, seed: int = 0) -> nn.Module:
     from influencekit.models import MLP, SmallCNN
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if kind == "mlp-small":  # 2,410 params: an exact reference that fits a busy shared CPU
         return MLP(64, (32,))
     return MLP(64, (64, 32)) if kind == "mlp" else SmallCNN()
 
 
-def prepare(kind: str, work: Path) -> dict:
-    """Train the model on digits (10 classes) and save model + data as safetensors."""
+def prepare(kind: str, work: Path, seed: int = 0) -> dict:
+    """Train the model on digits (10 classes; initialisation and batch order from ``seed``) and
+    save model + data as safetensors."""
     from influencekit.datasets import digits
     from influencekit.models import train
 
@@ -79,17 +89,18 @@ def prepare(kind: str, work: Path) -> dict:
     if kind == "cnn":  # 8x8 digits upsampled to the 28x28 the SmallCNN takes
         up = lambda X: F.interpolate(X.reshape(-1, 1, 8, 8), size=(28, 28), mode="bilinear")  # noqa: E731
         Xtr, Xte = up(Xtr), up(Xte)
-    model = make_model(kind)
+    model = make_model(kind, seed)
     t = time.perf_counter()
     model = train(model, "cross_entropy", Xtr, ytr, l2=L2, epochs=40 if kind == "cnn" else 100,
-                  batch_size=128, lr=3e-3, seed=0)
+                  batch_size=128, lr=3e-3, seed=seed)
     secs = time.perf_counter() - t
     acc = (model(Xte).argmax(1) == yte).float().mean().item()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, work / "model.safetensors")
     save_file({"Xtr": Xtr.contiguous(), "ytr": ytr, "Xte": Xte[:M_TEST].contiguous(), "yte": yte[:M_TEST]},
               work / "data.safetensors")
     p = sum(v.numel() for v in model.parameters())
-    info = {"model": kind, "params": p, "n": len(ytr), "m": M_TEST, "train_seconds": secs, "test_accuracy": acc}
+    info = {"model": kind, "seed": seed, "params": p, "n": len(ytr), "m": M_TEST, "train_seconds": secs,
+            "test_accuracy": acc}
     (work / "info.json").write_text(json.dumps(info))
     return info
 
@@ -107,11 +118,13 @@ def run_ik(solver: str, model, Xtr, ytr, Xte, yte) -> torch.Tensor:
 
     opts: dict = {}
     dtype = torch.float64 if solver in ("exact", "cg64") else torch.float32
-    solver, _, tol = solver.partition("@")  # "cg@1e-2": CG to another relative residual
-    if solver == "cg64":
+    solver, _, knob = solver.partition("@")  # "cg@1e-2": CG to relative residual 1e-2; "ekfac@0": exact_block=0
+    if solver in ("kfac", "ekfac") and knob:
+        opts = {"exact_block": int(knob)}
+    elif solver == "cg64":
         solver, opts = "cg", {"tol": 1e-12, "max_iter": 20_000}
     elif solver == "cg":
-        opts = {"tol": float(tol or 1e-5)}
+        opts = {"tol": float(knob or 1e-5)}
     elif solver == "lissa":
         opts = {"depth": 300, "repeats": 1}  # its mini-batch is LiSSA's default (Influence owns batch_size)
     elif solver == "arnoldi":
@@ -278,7 +291,8 @@ def agreement(M: torch.Tensor, ref: torch.Tensor) -> dict:
 def run_child(a: argparse.Namespace, method: str) -> dict:
     """One method in a fresh subprocess; its JSON result line, or why it has none."""
     cmd = [sys.executable, __file__, "--model", a.model, "--child", method, "--work", a.work,
-           "--threads", str(a.threads), "--memory-gb", str(a.memory_gb)]
+           "--threads", str(a.threads), "--seed", str(a.seed), "--damping", repr(a.damping),
+           "--memory-gb", str(a.memory_gb)]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     limit = a.timeout * 4 if method in REFERENCES else a.timeout  # the reference must finish
     try:
@@ -306,8 +320,14 @@ def main() -> None:
                     help="address-space cap per method; a method that needs more fails with an allocation error")
     ap.add_argument("--reference", choices=REFERENCES, default="ik:exact")
     ap.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/ik_peers")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="another trained network of the same architecture (own work folder MODEL-seedS)")
+    ap.add_argument("--damping", type=float, default=DAMPING,
+                    help="d of (H + (l2 + d) I) for every method and the reference (own work folder ...-dD)")
     a = ap.parse_args()
-    work = Path(a.work) / a.model
+    set_damping(a.damping)
+    suffix = (f"-seed{a.seed}" if a.seed else "") + (f"-d{a.damping:g}" if a.damping != DEFAULT_DAMPING else "")
+    work = Path(a.work) / (a.model + suffix)
     work.mkdir(parents=True, exist_ok=True)
     os.environ["PEER_WORK"] = str(work)
     if a.child:
@@ -317,7 +337,7 @@ def main() -> None:
     if (work / "info.json").exists() and not a.retrain:  # training is minutes on a busy CPU: reuse it
         info = {**json.loads((work / "info.json").read_text()), "reused": True}
     else:
-        info = prepare(a.model, work)
+        info = prepare(a.model, work, a.seed)
     print("# workload", json.dumps(info))
     print(f"# damping: influencekit l2={L2} in the objective + d={DAMPING}; peers regularisation l2+d={L2 + DAMPING}")
     print("# sign: I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss; peer sign factors", json.dumps(SIGNS))

@@ -1,7 +1,8 @@
 """K-FAC / EK-FAC: exact where the Kronecker factorisation is exact, EK-FAC's refitted
 eigenvalues at least as close to the curvature as K-FAC's, and closer influence on an MLP;
-small layers kept as exact blocks (``exact_block``) are the exact Gauss-Newton blocks.
-Tests of the factorisation itself pass exact_block=0 (every layer factorised)."""
+small layers kept as exact blocks (``exact_block``) are the exact Gauss-Newton blocks, and
+EK-FAC's per-row input bases (``row_bases``) generalise its diagonal. Tests of the factorisation
+itself pass exact_block=0 (every layer factorised), of EK-FAC's diagonal row_bases=0."""
 
 import pytest
 import torch
@@ -41,8 +42,13 @@ def test_single_output_linear_regression_is_exact(name, fisher):
 
 
 def _dense(solver):
-    """The block's curvature approximation (Q_S (x) Q_A) diag(lam) (Q_S (x) Q_A)^T (one layer)."""
+    """The block's curvature approximation (one layer): (Q_S (x) Q_A) diag(lam) (Q_S (x) Q_A)^T, or
+    with row bases (Q_S (x) I) blockdiag(U_i diag(lam_i) U_i^T) (Q_S (x) I)^T."""
     fc = solver.factors[0]
+    if "UA" in fc:
+        rows = [U @ torch.diag(lam) @ U.T for U, lam in zip(fc["UA"], fc["eigenvalues"])]
+        Q = torch.kron(fc["QS"].contiguous(), torch.eye(fc["UA"].shape[1], dtype=fc["QS"].dtype))
+        return Q @ torch.block_diag(*rows) @ Q.T
     Q = torch.kron(fc["QS"], fc["QA"])
     return Q @ torch.diag(fc["eigenvalues"].flatten()) @ Q.T
 
@@ -58,11 +64,16 @@ def test_ekfac_eigenvalues_fit_the_ggn_at_least_as_well_as_kfac():
     to_block = block.argsort()
     ggn = (obj.hessian() - 0.1 * torch.eye(15, dtype=torch.float64))[to_block][:, to_block]
     k = ik.make_solver("kfac", damping=0.0, exact_block=0).fit(obj)
-    e = ik.make_solver("ekfac", damping=0.0, exact_block=0).fit(obj)
-    err_k, err_e = (_dense(k) - ggn).norm().item(), (_dense(e) - ggn).norm().item()
+    e = ik.make_solver("ekfac", damping=0.0, exact_block=0, row_bases=0).fit(obj)
+    r = ik.make_solver("ekfac", damping=0.0, exact_block=0).fit(obj)  # row bases (the default)
+    assert "QA" in e.factors[0] and "UA" in r.factors[0]
+    err_k, err_e, err_r = ((_dense(s) - ggn).norm().item() for s in (k, e, r))
     assert err_e < 0.9 * err_k, (err_e, err_k)
-    # and the trace (sum of eigenvalues) is exact for EK-FAC
-    assert abs(e.factors[0]["eigenvalues"].sum().item() - ggn.trace().item()) < 1e-10
+    # the row bases contain EK-FAC's diagonal as a special case: closer still
+    assert err_r < err_e, (err_r, err_e)
+    # and the trace (sum of eigenvalues) is exact for both
+    for s in (e, r):
+        assert abs(s.factors[0]["eigenvalues"].sum().item() - ggn.trace().item()) < 1e-10
 
 
 def test_ekfac_influence_correlates_with_exact_better_than_kfac_on_an_mlp():
@@ -77,8 +88,10 @@ def test_ekfac_influence_correlates_with_exact_better_than_kfac_on_an_mlp():
         sc = S @ train_grads.T
         return torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(sc, exact)]).mean().item()
 
-    ck, ce = corr("kfac", exact_block=0), corr("ekfac", exact_block=0)
+    ck, ce = corr("kfac", exact_block=0), corr("ekfac", exact_block=0, row_bases=0)
     assert ce > ck and ce > 0.9, (ck, ce)
+    # EK-FAC with a full input basis per output eigendirection (the default) is closer again
+    assert corr("ekfac", exact_block=0) > ce + 0.002
     # every layer kept exact (the block-diagonal GGN, what the factorisation approximates) is closer still
     assert corr("ekfac", exact_block=10_000) > ce + 0.001
 
@@ -113,9 +126,30 @@ def test_a_linear_softmax_model_kept_exact_is_exact():
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "all"])
-def test_exact_block_must_be_a_parameter_count(bad):
-    with pytest.raises(ik.InputError, match="exact_block"):
-        ik.make_solver("ekfac", exact_block=bad)
+@pytest.mark.parametrize("option", ["exact_block", "row_bases"])
+def test_block_sizes_must_be_counts(option, bad):
+    with pytest.raises(ik.InputError, match=option):
+        ik.make_solver("ekfac", **{option: bad})
+
+
+def test_row_bases_of_a_single_output_convolution_are_its_exact_block():
+    # one output channel: Q_S = [1] and the one row's [cols, cols] moment is the whole GGN block;
+    # the model is linear in its parameters and the loss is squared error, so that is the Hessian
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(30, 2, 6, 6, generator=g, dtype=torch.float64)
+    model = nn.Sequential(nn.Conv2d(2, 1, 3), nn.Flatten()).double()
+    obj = ik.Objective(model, "mse", (X, torch.randn(30, 16, generator=g, dtype=torch.float64)), l2=0.01)
+    s = ik.make_solver("ekfac", damping=0.02, exact_block=0).fit(obj)
+    assert "UA" in s.factors[0]
+    V = obj.grads(*obj.train.take(slice(0, 4)))
+    torch.testing.assert_close(s.solve(V), _exact(obj, V, 0.02), rtol=1e-9, atol=1e-12)
+
+
+def test_row_bases_stop_at_their_memory_budget():
+    obj, _ = digits_mlp(hidden=8)  # 64 -> 8: 8 x 65^2 = 33,800 entries; 8 -> 10: 10 x 9^2 = 810
+    s = ik.make_solver("ekfac", damping=0.01, exact_block=0, row_bases=1000).fit(obj)
+    assert ["UA" in fc for fc in s.factors] == [False, True]
+    assert s.settings()["row_bases"] == 1000
 
 
 def test_auto_damping_is_a_tenth_of_the_mean_eigenvalue_per_layer():
@@ -126,7 +160,7 @@ def test_auto_damping_is_a_tenth_of_the_mean_eigenvalue_per_layer():
     V = obj.grads(*obj.train.take(slice(0, 3)))
     torch.testing.assert_close(s.solve(V), _exact(obj, V, s.layer_damping[0]), rtol=1e-10, atol=1e-12)
     assert s.settings() == {"solver": "ekfac", "damping": "auto", "fisher": "ggn", "batch_size": None,
-                            "exact_block": 1024}
+                            "exact_block": 1024, "row_bases": 1 << 22}
 
 
 def test_singular_curvature_without_damping_is_refused_with_a_value():

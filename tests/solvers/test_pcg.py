@@ -45,7 +45,7 @@ def test_pcg_settings_name_its_preconditioner_options(problem):
     obj, _, _ = problem
     s = ik.make_solver("pcg", damping=0.01, tol=1e-7, fisher="empirical", exact_block=0)
     assert s.settings() == {"solver": "pcg", "damping": 0.01, "tol": 1e-7, "max_iter": None, "block": True,
-                            "fisher": "empirical", "batch_size": None, "exact_block": 0}
+                            "fisher": "empirical", "batch_size": None, "exact_block": 0, "row_bases": 1 << 22}
     assert s.preconditioner_solver.exact_block == 0
     assert s.needs == {"hvp", "layers"}
 

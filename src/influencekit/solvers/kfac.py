@@ -10,9 +10,11 @@ For a layer with block gradient G_b = sum_t g_bt a_bt^T [d_out, cols] (see ``lay
 
 K-FAC: lam_ij = s_i a_j (eigenvalues of S and A). EK-FAC refits them in the Kronecker eigenbasis
 from the per-example block gradients, lam_ij = (1/n) sum_b sum_r (Q_S^T G_br Q_A)_ij^2, which is
-the best diagonal in that basis (in Frobenius norm). The g's are pseudo-gradients of the GGN by
-default (``layers.FISHER_TYPES``): the curvature approximated is the Gauss-Newton part of the
-Hessian of the data term, always positive semi-definite.
+the best diagonal in that basis (in Frobenius norm). Where memory allows (``row_bases``), EK-FAC
+here goes one step further and keeps, per output eigendirection i, the whole second moment of the
+rotated row (Q_S^T G_br)_i [cols, cols] instead of its diagonal in the Q_A basis. The g's are
+pseudo-gradients of the GGN by default (``layers.FISHER_TYPES``): the curvature approximated is
+the Gauss-Newton part of the Hessian of the data term, always positive semi-definite.
 
 The inverse applied to a block V [d_out, cols] is Q_S [(Q_S^T V Q_A) / (lam + l2 + d)] Q_A^T,
 where l2 is the objective's L2 coefficient (its exact l2 I Hessian term) and d the damping.
@@ -45,6 +47,10 @@ AUTO_DAMPING = 0.1
 #: the eigenvalue refit of a layer a few times wider).
 EXACT_BLOCK = 1024
 
+#: row_bases default (EK-FAC): per-row input bases while d_out x cols^2 <= 2^22 entries
+#: (32 MB in float64 for the moments, the same again for their eigenvectors).
+ROW_BASES = 1 << 22
+
 
 @register
 class KFACSolver(Solver):
@@ -72,6 +78,7 @@ class KFACSolver(Solver):
     name = "kfac"
     needs = frozenset({"layers"})
     corrected = False
+    row_bases = 0  # K-FAC does not refit (see EKFACSolver)
 
     def __init__(self, damping: float | None = None, fisher: str = "ggn", batch_size: int | None = None,
                  exact_block: int = EXACT_BLOCK):
@@ -127,27 +134,54 @@ class KFACSolver(Solver):
         self._set_damping(objective)
 
     def _refit_eigenvalues(self, objective: Objective) -> None:
-        """EK-FAC: replace lam by the second moments of the gradients in the Kronecker eigenbasis."""
+        """EK-FAC: refit the curvature of each factorised layer inside K-FAC's output eigenbasis
+        Q_S, from the per-example block gradients. With r_i = (Q_S^T G)_i [cols] the row of output
+        eigendirection i (mean over examples and pseudo-gradients):
+
+        - "diagonal" (George et al. 2018): lam_ij = mean (q_A,j^T r_i)^2, in K-FAC's input basis;
+        - "rows" (``row_bases``): the whole C_i = mean r_i r_i^T [cols, cols] per row, kept as
+          C_i = U_i diag(lam_i) U_i^T. EK-FAC's diagonal is C_i's diagonal in the Q_A basis, so
+          this drops only the couplings between rows and is the closer of the two to the layer's
+          block in Frobenius norm (both keep its trace).
+        """
         f64 = torch.float64
-        acc = [torch.zeros_like(fc["eigenvalues"]) for fc in self.factors]
-        if all("Q" in fc for fc in self.factors):  # every layer exact: nothing to refit
+        kinds = [self._refit_kind(b, fc) for b, fc in zip(self.blocks, self.factors)]
+        if all(k == "exact" for k in kinds):  # exact blocks have their own eigenvalues
             return
+        acc = [None if k == "exact" else torch.zeros((b.d_out, b.cols, b.cols) if k == "rows" else (b.d_out, b.cols),
+                                                     dtype=f64, device=objective.device)
+               for b, k in zip(self.blocks, kinds)]
         for _, x, y in self._batches(objective):
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
-                fc = self.factors[i]
-                if "Q" in fc:  # an exact block has its own eigenvalues
+                if kinds[i] == "exact":
                     continue
-                # rotate before contracting over t: (Q_S^T G Q_A) = sum_t (Q_S^T g_t)(Q_A^T a_t)^T,
-                # in the objective's dtype (the sums over examples accumulate in float64)
-                gq, aq = g @ fc["QS"].to(g.dtype), a @ fc["QA"].to(a.dtype)
-                if a.shape[1] == 1:  # one position (Linear): the squared entries factorise, no G needed
-                    acc[i] += torch.einsum("bro,bc->oc", gq[:, :, 0] ** 2, aq[:, 0] ** 2).to(f64)
-                else:
-                    G = torch.einsum("brto,btc->broc", gq, aq)
+                fc, linear = self.factors[i], a.shape[1] == 1  # one position: Linear
+                gq = g @ fc["QS"].to(g.dtype)  # rows in the output eigenbasis; sums per batch in the
+                # objective's dtype, accumulated over batches in float64
+                if kinds[i] == "rows" and linear:  # sum_r (q_i^T g_r)^2 a a^T: no per-example G needed
+                    w, a0 = (gq[:, :, 0] ** 2).sum(1), a[:, 0]
+                    acc[i] += torch.einsum("bo,bc,bd->ocd", w, a0, a0).to(f64)
+                elif kinds[i] == "rows":
+                    G = torch.einsum("brto,btc->broc", gq, a)
+                    acc[i] += torch.einsum("broc,brod->ocd", G, G).to(f64)
+                elif linear:  # the squared entries of (Q_S^T g)(Q_A^T a)^T factorise
+                    aq = a[:, 0] @ fc["QA"].to(a.dtype)
+                    acc[i] += torch.einsum("bro,bc->oc", gq[:, :, 0] ** 2, aq ** 2).to(f64)
+                else:  # rotate before contracting over positions t
+                    G = torch.einsum("brto,btc->broc", gq, a @ fc["QA"].to(a.dtype))
                     acc[i] += (G * G).sum((0, 1)).to(f64)
-        for fc, s in zip(self.factors, acc):
-            if "Q" not in fc:
-                fc["eigenvalues"] = s / objective.n
+        for fc, kind, total in zip(self.factors, kinds, acc):
+            if kind == "rows":
+                lam, U = torch.linalg.eigh(total / objective.n)  # batched over the d_out rows
+                fc["UA"], fc["eigenvalues"] = U, lam.clamp_min(0)
+                del fc["QA"]
+            elif kind == "diagonal":
+                fc["eigenvalues"] = total / objective.n
+
+    def _refit_kind(self, blk: LayerBlock, fc: dict[str, Tensor]) -> str:
+        if "Q" in fc:
+            return "exact"
+        return "rows" if blk.d_out * blk.cols ** 2 <= self.row_bases else "diagonal"
 
     def _set_damping(self, objective: Objective) -> None:
         self.layer_damping = []
@@ -173,6 +207,10 @@ class KFACSolver(Solver):
             if "Q" in fc:  # exact block: Q diag(1 / den) Q^T on the flattened block
                 Q = fc["Q"]
                 M = (((M.flatten(1) @ Q) / fc["denominator"]) @ Q.T).reshape(M.shape)
+            elif "UA" in fc:  # row i of Q_S^T M in its own input basis U_i
+                U = fc["UA"]
+                M = torch.einsum("ocd,koc->kod", U, fc["QS"].T @ M) / fc["denominator"]
+                M = fc["QS"] @ torch.einsum("ocd,kod->koc", U, M)
             else:
                 M = fc["QS"].T @ M @ fc["QA"]
                 M = fc["QS"] @ (M / fc["denominator"]) @ fc["QA"].T
@@ -187,7 +225,30 @@ class KFACSolver(Solver):
 @register
 class EKFACSolver(KFACSolver):
     """EK-FAC: K-FAC's Kronecker eigenbasis with eigenvalues refitted from per-example
-    gradients (one more pass over the data). Same arguments as ``KFACSolver``."""
+    gradients (one more pass over the data).
+
+    Args:
+        damping, fisher, batch_size, exact_block: see ``KFACSolver``.
+        row_bases: a factorised layer with d_out x cols^2 <= row_bases keeps a full input
+            second-moment matrix per output eigendirection ("rows" in ``_refit_eigenvalues``;
+            memory d_out x cols^2, time n R d_out cols^2 for a convolution, n d_out cols^2 for a
+            Linear layer) instead of EK-FAC's diagonal (``ROW_BASES``); 0: the diagonal of George
+            et al. 2018 for every layer.
+
+    ``factors`` of a layer with row bases hold ``QS``, ``UA`` [d_out, cols, cols] (U_i per row)
+    and ``eigenvalues`` [d_out, cols].
+    """
 
     name = "ekfac"
     corrected = True
+
+    def __init__(self, damping: float | None = None, fisher: str = "ggn", batch_size: int | None = None,
+                 exact_block: int = EXACT_BLOCK, row_bases: int = ROW_BASES):
+        super().__init__(damping, fisher, batch_size, exact_block)
+        if not isinstance(row_bases, int) or row_bases < 0:
+            raise InputError(f"row_bases must be an int >= 0 (matrix entries per layer; 0: EK-FAC's diagonal), "
+                             f"got {row_bases!r}.")
+        self.row_bases = row_bases
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "row_bases": self.row_bases}

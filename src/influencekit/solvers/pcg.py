@@ -11,7 +11,7 @@ from torch import Tensor
 from ..objective import Objective
 from .base import register
 from .cg import CGSolver
-from .kfac import EXACT_BLOCK, EKFACSolver
+from .kfac import EXACT_BLOCK, ROW_BASES, EKFACSolver
 
 
 @register
@@ -20,7 +20,8 @@ class PCGSolver(CGSolver):
 
     Args:
         damping, tol, max_iter, block: see ``CGSolver``.
-        fisher, batch_size, exact_block: of the EK-FAC preconditioner (see ``KFACSolver``).
+        fisher, batch_size, exact_block, row_bases: of the EK-FAC preconditioner (see ``KFACSolver``,
+            ``EKFACSolver``).
 
     The preconditioner needs the parameters in scope to be Linear/Conv2d layers
     (``UnsupportedLayerError`` otherwise: use ``cg``). After ``solve``: ``residuals``,
@@ -32,10 +33,10 @@ class PCGSolver(CGSolver):
 
     def __init__(self, damping: float = 0.0, tol: float = 1e-6, max_iter: int | None = None,
                  fisher: str = "ggn", batch_size: int | None = None, block: bool = True,
-                 exact_block: int = EXACT_BLOCK):
+                 exact_block: int = EXACT_BLOCK, row_bases: int = ROW_BASES):
         super().__init__(damping, tol=tol, max_iter=max_iter, block=block)
         self.preconditioner_solver = EKFACSolver(damping=damping, fisher=fisher, batch_size=batch_size,
-                                                 exact_block=exact_block)
+                                                 exact_block=exact_block, row_bases=row_bases)
 
     def _fit(self, objective: Objective) -> None:
         ek = self.preconditioner_solver.fit(objective)
@@ -49,4 +50,4 @@ class PCGSolver(CGSolver):
         ek = self.preconditioner_solver
         return {"solver": self.name, "damping": self.damping, "tol": self.tol, "max_iter": self.max_iter,
                 "block": self.block, "fisher": ek.fisher, "batch_size": ek.batch_size,
-                "exact_block": ek.exact_block}
+                "exact_block": ek.exact_block, "row_bases": ek.row_bases}
