@@ -138,7 +138,8 @@ class CGSolver(Solver):
         worst = self.residuals[-1].max().item()
         if worst > self.tol:
             warnings.warn(ConvergenceWarning(
-                f"CG stopped after {self.iterations} iterations with relative residual {worst:.2e} > tol "
+                f"CG stopped after {self.iterations} iteration{'s' * (self.iterations != 1)} with relative "
+                f"residual {worst:.2e} > tol "
                 f"{self.tol:.1e}; raise max_iter, add damping, or use float64 (residuals: solver.residuals)."),
                 stacklevel=4)
         return X
