@@ -177,3 +177,14 @@ def test_unsupported_layers_are_refused_at_fit():
     obj = ik.Objective(model, "mse", (X, torch.randn(10, 1, dtype=torch.float64)))
     with pytest.raises(ik.UnsupportedLayerError, match="cg"):
         ik.make_solver("ekfac").fit(obj)
+
+
+@pytest.mark.parametrize("opts", [{}, {"exact_block": 0}, {"exact_block": 0, "row_bases": 0}],
+                         ids=["exact-and-rows", "rows", "diagonal"])
+def test_the_fit_does_not_depend_on_the_capture_batch_size(opts):
+    # every statistic is a sum over examples: batches of 37 and of 300 give the same solver
+    obj, (Xte, yte) = digits_mlp(hidden=16)  # 64 -> 16 (1,040 params), 16 -> 10 (170)
+    V = obj.grads(Xte[:4].double(), yte[:4])
+    a = ik.make_solver("ekfac", damping=0.01, batch_size=37, **opts).fit(obj).solve(V)
+    b = ik.make_solver("ekfac", damping=0.01, batch_size=300, **opts).fit(obj).solve(V)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
