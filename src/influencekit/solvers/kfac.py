@@ -73,15 +73,15 @@ class KFACSolver(Solver):
             block of the same curvature instead of its Kronecker factorisation (``EXACT_BLOCK``);
             0 factorises every layer (textbook K-FAC / EK-FAC).
 
-    After ``fit``: ``blocks`` (the layers), ``factors`` (per layer a dict: ``QA``, ``QS`` and
-    ``eigenvalues`` [d_out, cols] for a factorised layer; ``Q`` [P, P] and ``eigenvalues`` [P]
-    for an exact one) and ``layer_damping`` (the d used per layer).
+    After ``fit``: ``blocks`` (the layers), ``kinds`` (per layer "exact", "kronecker" or, EK-FAC
+    only, "rows"), ``factors`` (per layer a dict: ``QA``, ``QS`` and ``eigenvalues`` [d_out, cols]
+    for a Kronecker-factored layer; ``Q`` [P, P] and ``eigenvalues`` [P] for an exact one) and
+    ``layer_damping`` (the d used per layer).
     """
 
     name = "kfac"
     needs = frozenset({"layers"})
     corrected = False
-    row_bases = 0  # K-FAC does not refit (see EKFACSolver)
 
     def __init__(self, damping: float | None = None, fisher: str = "ggn", batch_size: int | None = None,
                  exact_block: int = EXACT_BLOCK):
@@ -93,6 +93,7 @@ class KFACSolver(Solver):
             raise InputError(f"exact_block must be an int >= 0 (parameters per layer; 0 factorises every layer), "
                              f"got {exact_block!r}.")
         self.fisher, self.batch_size, self.exact_block = fisher, batch_size, exact_block
+        self.kinds: list[str] = []
         self.factors: list[dict[str, Tensor]] = []
         self.layer_damping: list[float] = []
 
@@ -104,31 +105,36 @@ class KFACSolver(Solver):
         self.capture = LayerCapture(objective)
         self.blocks: list[LayerBlock] = self.capture.blocks
         f64, dev = torch.float64, objective.device
-        exact = [b.d_out * b.cols <= self.exact_block for b in self.blocks]
-        # an exact layer accumulates its block B in A[i]; a factorised one A and S
-        A = [torch.zeros((b.d_out * b.cols,) * 2 if e else (b.cols, b.cols), dtype=f64, device=dev)
-             for b, e in zip(self.blocks, exact)]
+        self.kinds = [self._kind(b) for b in self.blocks]
+        # an exact layer accumulates its block B in A[i]; a layer with row bases only S (its
+        # input side is refitted); a Kronecker-factored one A and S
+        A = [torch.zeros((b.d_out * b.cols,) * 2 if k == "exact" else (b.cols, b.cols), dtype=f64, device=dev)
+             for b, k in zip(self.blocks, self.kinds)]
         S = [torch.zeros(b.d_out, b.d_out, dtype=f64, device=dev) for b in self.blocks]
         T = [0] * len(self.blocks)
         for _, x, y in self._batches(objective):
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
                 # per-batch sums in the objective's dtype, accumulated over batches in float64
-                if exact[i]:
+                if self.kinds[i] == "exact":
                     Z = LayerCapture.per_example(a, g).flatten(2)  # [B, R, P], row-major like gather
                     A[i] += torch.einsum("brp,brq->pq", Z, Z).to(f64)
                     continue
-                A[i] += torch.einsum("btc,btd->cd", a, a).to(f64)
+                if self.kinds[i] == "kronecker":
+                    A[i] += torch.einsum("btc,btd->cd", a, a).to(f64)
                 S[i] += torch.einsum("brto,brtq->oq", g, g).to(f64)
                 T[i] = a.shape[1]
         n = objective.n
         self.factors = []
-        for i in range(len(self.blocks)):
-            if exact[i]:
+        for i, kind in enumerate(self.kinds):
+            if kind == "exact":
                 lam, Q = torch.linalg.eigh(A[i] / n)
                 self.factors.append({"Q": Q, "eigenvalues": lam.clamp_min(0)})
                 continue
-            lam_a, QA = torch.linalg.eigh(A[i] / n)
             lam_s, QS = torch.linalg.eigh(S[i] / (n * T[i]))
+            if kind == "rows":  # eigenvalues and input bases come from the refit
+                self.factors.append({"QS": QS})
+                continue
+            lam_a, QA = torch.linalg.eigh(A[i] / n)
             # the factors are PSD; eigh can return tiny negatives from round-off
             lam = lam_s.clamp_min(0)[:, None] * lam_a.clamp_min(0)[None, :]
             self.factors.append({"QA": QA, "QS": QS, "eigenvalues": lam})
@@ -141,14 +147,13 @@ class KFACSolver(Solver):
         Q_S, from the per-example block gradients. With r_i = (Q_S^T G)_i [cols] the row of output
         eigendirection i (mean over examples and pseudo-gradients):
 
-        - "diagonal" (George et al. 2018): lam_ij = mean (q_A,j^T r_i)^2, in K-FAC's input basis;
+        - "kronecker" (George et al. 2018): lam_ij = mean (q_A,j^T r_i)^2, in K-FAC's input basis;
         - "rows" (``row_bases``): the whole C_i = mean r_i r_i^T [cols, cols] per row, kept as
           C_i = U_i diag(lam_i) U_i^T. EK-FAC's diagonal is C_i's diagonal in the Q_A basis, so
           this drops only the couplings between rows and is the closer of the two to the layer's
           block in Frobenius norm (both keep its trace).
         """
-        f64 = torch.float64
-        kinds = [self._refit_kind(b, fc) for b, fc in zip(self.blocks, self.factors)]
+        f64, kinds = torch.float64, self.kinds
         if all(k == "exact" for k in kinds):  # exact blocks have their own eigenvalues
             return
         acc = [None if k == "exact" else torch.zeros((b.d_out, b.cols, b.cols) if k == "rows" else (b.d_out, b.cols),
@@ -178,14 +183,17 @@ class KFACSolver(Solver):
             if kind == "rows":
                 lam, U = torch.linalg.eigh(total / objective.n)  # batched over the d_out rows
                 fc["UA"], fc["eigenvalues"] = U, lam.clamp_min(0)
-                del fc["QA"]
-            elif kind == "diagonal":
+            elif kind == "kronecker":
                 fc["eigenvalues"] = total / objective.n
 
-    def _refit_kind(self, blk: LayerBlock, fc: dict[str, Tensor]) -> str:
-        if "Q" in fc:
+    def _kind(self, blk: LayerBlock) -> str:
+        """How a layer's block is kept: "exact" (``exact_block``), "rows" (EK-FAC's per-row input
+        bases, ``row_bases``) or "kronecker" (Q_S (x) Q_A with a diagonal)."""
+        if blk.d_out * blk.cols <= self.exact_block:
             return "exact"
-        return "rows" if blk.d_out * blk.cols ** 2 <= self.row_bases else "diagonal"
+        if self.corrected and blk.d_out * blk.cols ** 2 <= self.row_bases:
+            return "rows"
+        return "kronecker"
 
     def _set_damping(self, objective: Objective) -> None:
         self.layer_damping = []
@@ -206,12 +214,12 @@ class KFACSolver(Solver):
 
     def _solve(self, V: Tensor) -> Tensor:
         X = torch.zeros_like(V)
-        for blk, fc in zip(self.blocks, self.factors):
+        for blk, kind, fc in zip(self.blocks, self.kinds, self.factors):
             M = blk.gather(V).to(torch.float64)
-            if "Q" in fc:  # exact block: Q diag(1 / den) Q^T on the flattened block
+            if kind == "exact":  # Q diag(1 / den) Q^T on the flattened block
                 Q = fc["Q"]
                 M = (((M.flatten(1) @ Q) / fc["denominator"]) @ Q.T).reshape(M.shape)
-            elif "UA" in fc:  # row i of Q_S^T M in its own input basis U_i
+            elif kind == "rows":  # row i of Q_S^T M in its own input basis U_i
                 U = fc["UA"]
                 M = torch.einsum("ocd,koc->kod", U, fc["QS"].T @ M) / fc["denominator"]
                 M = fc["QS"] @ torch.einsum("ocd,kod->koc", U, M)
@@ -234,7 +242,7 @@ class EKFACSolver(KFACSolver):
     Args:
         damping, fisher, batch_size, exact_block: see ``KFACSolver``.
         row_bases: a factorised layer with d_out x cols^2 <= row_bases keeps a full input
-            second-moment matrix per output eigendirection ("rows" in ``_refit``;
+            second-moment matrix per output eigendirection (kind "rows", see ``_refit``;
             memory d_out x cols^2, time n R d_out cols^2 for a convolution, n d_out cols^2 for a
             Linear layer) instead of EK-FAC's diagonal (``ROW_BASES``); 0: the diagonal of George
             et al. 2018 for every layer.
