@@ -9,6 +9,7 @@ import pytest
 
 from influencekit import SIGN_CONVENTION, report
 from influencekit.cli import main
+from influencekit.errors import InputError
 
 
 def test_thumbnail_is_a_png_of_the_image_upscaled():
@@ -79,8 +80,24 @@ def test_report_command_needs_an_output_folder(capsys):
     assert "--out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--dataset", "--fraction"])
+@pytest.mark.parametrize("flag", ["--dataset", "--fraction", "--setup", "--repeats"])
 def test_mislabel_command_lists_its_options(flag, capsys):
     with pytest.raises(SystemExit):
         main(["mislabel", "--help"])
     assert flag in capsys.readouterr().out
+
+
+def test_mislabel_repeats_report_means_with_their_spread_over_flip_seeds():
+    from influencekit.commands import mislabel
+
+    res = mislabel.compute("digits", repeats=2, retrain_at=(0.0, 0.1), progress=False)
+    r = res["result"]
+    assert [x["seed"] for x in r.repeats] == [0, 1]
+    found = [x["found_at_10pct"]["self_influence"] for x in r.repeats]
+    assert r.at(0.1)["self_influence"] == pytest.approx(np.mean(found))
+    rep = report.Report("t")
+    mislabel.add_to_report(rep, res)
+    html = rep.render()
+    assert "means over 2 flip seeds" in html and "s.d. of found" in html
+    with pytest.raises(InputError, match="repeats"):
+        mislabel.compute("digits", repeats=0)

@@ -102,3 +102,49 @@ def test_mislabel_command_model_mlp_runs_the_network_recipe_on_image_data_only()
     assert cmd.to_json(res)["flips_fitted"] == r.flips_fitted
     with pytest.raises(InputError, match="mlp"):
         cmd.compute("enron", model="mlp")
+
+
+def test_enron_features_give_raw_word_counts_on_request_and_refuse_unknown_scalings():
+    docs = ["Subject: cheap cheap cheap meds", "Subject: office meeting", "Subject: cheap meds meds",
+            "Subject: office office meeting", "Subject: meds"]
+    Xtr, _, _, _, vocab = ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), min_df=1, counts="raw", test_fraction=0.2)
+    Xlog, _, _, _, _ = ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), min_df=1, test_fraction=0.2)
+    assert float(Xtr.max()) == 3.0 and set(Xtr.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    torch.testing.assert_close(Xlog, torch.log1p(Xtr))
+    with pytest.raises(InputError, match="counts"):
+        ml.enron_features(docs, np.array([1, 0, 1, 0, 1]), counts="tfidf")
+
+
+def test_multiclass_run_uses_the_closed_form_self_influence_equal_to_the_exact_solver():
+    Xtr, ytr, Xte, yte = datasets.digits(None)
+    Xtr, ytr = Xtr[:300], ytr[:300]
+    kw = dict(l2=1e-2, retrain_at=(0.0,), fractions=np.linspace(0, 0.3, 4))
+    fast = ml.run((Xtr, ytr), (Xte, yte), **kw)
+    exact = ml.run((Xtr, ytr), (Xte, yte), solver="exact", **kw)
+    torch.testing.assert_close(fast.self_influence, exact.self_influence, rtol=1e-8, atol=1e-12)
+
+
+def _result(found, acc, clean, fitted):
+    fr = np.array([0.0, 0.1])
+    return ml.MislabelResult(fractions=fr, found={"self_influence": np.array(found), "loss": np.array([0.0, 0.5])},
+                             retrain_at=np.array([0.0, 0.1]), accuracy={"self_influence": np.array(acc),
+                             "loss": np.array(acc)}, clean_accuracy=clean, noisy_accuracy=acc[0], n=10, n_flipped=1,
+                             p=3, flips_fitted=fitted)
+
+
+def test_aggregate_averages_the_curves_over_flip_seeds_and_keeps_each_seeds_numbers():
+    a = _result([0.0, 0.6], [0.8, 0.9], 0.95, 0.2)
+    b = _result([0.0, 0.8], [0.8, 0.7], 0.95, 0.4)
+    r = ml.aggregate([a, b], [3, 4])
+    np.testing.assert_allclose(r.found["self_influence"], [0.0, 0.7])
+    np.testing.assert_allclose(r.found_std["self_influence"], [0.0, np.std([0.6, 0.8], ddof=1)])
+    np.testing.assert_allclose(r.accuracy["self_influence"], [0.8, 0.8])
+    np.testing.assert_allclose(r.accuracy_std["loss"], [0.0, np.std([0.9, 0.7], ddof=1)])
+    assert r.flips_fitted == pytest.approx(0.3) and r.clean_accuracy == pytest.approx(0.95)
+    assert [x["seed"] for x in r.repeats] == [3, 4]
+    assert r.repeats[1]["found_at_10pct"]["self_influence"] == pytest.approx(0.8)
+    js = r.to_json()
+    assert js["found_at_10pct_std"]["self_influence"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert len(js["repeats"]) == 2
+    with pytest.raises(InputError, match="one result per seed"):
+        ml.aggregate([a], [1, 2])

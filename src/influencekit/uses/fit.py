@@ -121,3 +121,72 @@ def logistic_self_influence(model: nn.Module, X: Tensor, y: Tensor, l2: float) -
         B = torch.linalg.solve_triangular(L, s[:, None] * K, upper=False)  # L^-1 S K: [n, n]
         lev = (K.diagonal() - (B * B).sum(0)) / l2
     return -((sig - y01) ** 2) * lev
+
+
+# ---- closed forms for multinomial logistic regression --------------------------------------
+# For logits f(x) = W x + b (``linear_model(d, C)``, C > 2: ``nn.Linear``, parameters weight [C, d]
+# then bias [C]) with the objective (1/n) sum CE(f(x_i), y_i) + (l2/2)||theta||^2, write x~ = [x, 1],
+# p_i = softmax(f(x_i)) and r_i = p_i - e_{y_i}. In the class-major order theta~ = [W | b] [C, d + 1],
+#     grad L(z_i) = r_i (x) x~_i,   H = (1/n) sum_i D_i (x) x~_i x~_i^T + l2 I,   D_i = diag(p_i) - p_i p_i^T,
+# so the C x C blocks of H are X~^T diag(D_ab / n) X~: C(C+1)/2 weighted Gram matrices instead of p HVPs.
+
+def _multinomial_parts(model: nn.Module, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(X~ [n, d + 1] with the bias column, p [n, C] softmax probabilities, y [n]), float64."""
+    X = X.to(torch.float64).reshape(X.shape[0], -1)
+    Xt = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
+    params = {k: v.detach().to(torch.float64) for k, v in model.named_parameters()}
+    with torch.no_grad():  # float64 copies of the parameters: the user's model is never cast
+        prob = torch.softmax(functional_call(model, params, (X,)), 1)
+    return Xt, prob, y.long()
+
+
+def _multinomial_hessian_classmajor(Xt: Tensor, prob: Tensor, l2: float) -> Tensor:
+    """H [C (d + 1), C (d + 1)] in the class-major order (class c's weights, then its bias)."""
+    n, q = Xt.shape
+    C = prob.shape[1]
+    H = Xt.new_zeros(C * q, C * q)
+    for a in range(C):
+        for b in range(a, C):
+            w = prob[:, a] * (float(a == b) - prob[:, b]) / n  # D_i[a, b] / n
+            block = Xt.T @ (w[:, None] * Xt)
+            H[a * q:(a + 1) * q, b * q:(b + 1) * q] = block
+            if b != a:
+                H[b * q:(b + 1) * q, a * q:(a + 1) * q] = block.T
+    return H + l2 * torch.eye(C * q, dtype=H.dtype)
+
+
+def multinomial_hessian(model: nn.Module, X: Tensor, y: Tensor, l2: float) -> Tensor:
+    """The explicit Hessian [C (d + 1), C (d + 1)] of the L2-regularised cross-entropy objective of a
+    model from ``linear_model(d, C)`` (C > 2) at its parameters, in ``Objective``'s order (weight [C, d]
+    row by row, then bias [C]), float64. Equals ``Objective(...).hessian()`` without p HVPs."""
+    Xt, prob, _ = _multinomial_parts(model, X, y)
+    q, C = Xt.shape[1], prob.shape[1]
+    d = q - 1
+    # Objective index of weight (c, j) is c d + j, of bias c is C d + c; class-major index is c q + j.
+    cls = torch.arange(C)
+    order = torch.cat([(cls[:, None] * q + torch.arange(d)[None, :]).reshape(-1), cls * q + d])
+    H = _multinomial_hessian_classmajor(Xt, prob, l2)
+    return H[order][:, order]
+
+
+def multinomial_self_influence(model: nn.Module, X: Tensor, y: Tensor, l2: float,
+                               chunk: int = 2048) -> Tensor:
+    """I_up,loss(z_i, z_i) = -(r_i (x) x~_i)^T H^-1 (r_i (x) x~_i) for every training point [n] (<= 0),
+    exactly (float64), for a model from ``linear_model(d, C)`` (C > 2) trained with L2 ``l2`` > 0.
+
+    One Cholesky factor L of the p x p Hessian (p = C (d + 1)), then ||L^-1 g_i||^2 for the
+    per-point gradients in chunks of ``chunk`` points: time p^3 / 3 + n p^2, memory p^2 + chunk p
+    (MNIST, 10 classes: p = 7,850).
+    """
+    if not l2 > 0:
+        raise InputError(f"multinomial_self_influence needs l2 > 0 (a positive-definite Hessian), got {l2}.")
+    Xt, prob, y = _multinomial_parts(model, X, y)
+    L = torch.linalg.cholesky(_multinomial_hessian_classmajor(Xt, prob, l2))
+    out = []
+    for s in range(0, len(Xt), chunk):
+        r = prob[s:s + chunk].clone()
+        r[torch.arange(len(r)), y[s:s + chunk]] -= 1
+        G = (r[:, :, None] * Xt[s:s + chunk, None, :]).reshape(len(r), -1)  # class-major gradients [m, p]
+        B = torch.linalg.solve_triangular(L, G.T, upper=False)
+        out.append(-(B * B).sum(0))
+    return torch.cat(out)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConvergenceWarning, InputError
 from ..influence import SIGN_CONVENTION, Influence
-from .fit import accuracy, fit_linear, logistic_self_influence, loss_name, predict
+from .fit import accuracy, fit_linear, logistic_self_influence, loss_name, multinomial_self_influence, predict
 
 RANKINGS = ("self_influence", "loss", "random")
 
@@ -89,11 +89,17 @@ class MislabelResult:
     model: str = "linear"                # "linear" (run) or a network description (run_net)
     flips_fitted: float | None = None    # fraction of flipped points the noisy model predicts as their wrong label
     val_accuracy: float | None = None    # run_net(validate=True): accuracy on a held-out 20% of the noisy labels
+    # ``aggregate`` of several flip seeds: found / accuracy / clean / noisy above are means over them,
+    # these their standard deviations; ``repeats`` holds each seed's numbers (the rest is the first seed's)
+    found_std: dict[str, np.ndarray] | None = None
+    accuracy_std: dict[str, np.ndarray] | None = None
+    repeats: list[dict] | None = None
 
-    def at(self, fraction: float) -> dict[str, float]:
-        """Fraction of flipped labels found by each ranking at ``fraction`` checked."""
+    def at(self, fraction: float, curves: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        """Fraction of flipped labels found by each ranking at ``fraction`` checked (or the value of
+        other ``curves`` over ``fractions``, e.g. ``found_std``)."""
         i = int(np.argmin(np.abs(self.fractions - fraction)))
-        return {k: float(v[i]) for k, v in self.found.items()}
+        return {k: float(v[i]) for k, v in (self.found if curves is None else curves).items()}
 
     def to_json(self) -> dict:
         return {"fractions": self.fractions.tolist(), "retrain_at": self.retrain_at.tolist(),
@@ -103,7 +109,46 @@ class MislabelResult:
                 "n": self.n, "n_flipped": self.n_flipped, "p": self.p, "found_at_10pct": self.at(0.1),
                 "ranking_note": "self_influence ranks by |I_up,loss(z_i, z_i)| (it is <= 0), largest first",
                 "model": self.model, "flips_fitted": self.flips_fitted, "val_accuracy": self.val_accuracy,
-                "convention": self.convention}
+                "convention": self.convention} | ({} if self.repeats is None else {
+                "found_std": {k: v.tolist() for k, v in self.found_std.items()},
+                "accuracy_std": {k: v.tolist() for k, v in self.accuracy_std.items()},
+                "found_at_10pct_std": self.at(0.1, self.found_std), "repeats": self.repeats})
+
+    def summary(self) -> dict:
+        """This run's headline numbers (one entry of ``repeats`` when aggregated)."""
+        i10 = int(np.argmin(np.abs(self.retrain_at - 0.1)))
+        return {"found_at_10pct": self.at(0.1), "accuracy_after_fixing_10pct": {k: float(v[i10]) for k, v in
+                self.accuracy.items()}, "clean_accuracy": self.clean_accuracy,
+                "noisy_accuracy": self.noisy_accuracy, "flips_fitted": self.flips_fitted}
+
+
+def aggregate(results: list[MislabelResult], seeds: list[int]) -> MislabelResult:
+    """Mean curves over repeats of the experiment with different flipped labels (the paper averages
+    40): found / accuracy / clean / noisy accuracy are means over ``results``, ``found_std`` /
+    ``accuracy_std`` their standard deviations (ddof 1), ``repeats`` each seed's ``summary``; the
+    orders, self-influences and labels are those of the first run (what the report lists)."""
+    if not results or len(results) != len(seeds):
+        raise InputError(f"aggregate needs one result per seed, got {len(results)} results and {len(seeds)} seeds.")
+    first = results[0]
+    ddof = 1 if len(results) > 1 else 0
+
+    def stat(get, fn):
+        return {k: fn(np.stack([get(r)[k] for r in results]), axis=0) for k in get(first)}
+
+    def mean(xs):
+        return float(np.mean(xs)) if all(x is not None for x in xs) else None
+
+    return MislabelResult(
+        fractions=first.fractions, found=stat(lambda r: r.found, np.mean),
+        retrain_at=first.retrain_at, accuracy=stat(lambda r: r.accuracy, np.mean),
+        clean_accuracy=mean([r.clean_accuracy for r in results]),
+        noisy_accuracy=mean([r.noisy_accuracy for r in results]), n=first.n, n_flipped=first.n_flipped, p=first.p,
+        flipped=first.flipped, order=first.order, self_influence=first.self_influence, losses=first.losses,
+        noisy=first.noisy, convention=first.convention, model=first.model,
+        flips_fitted=mean([r.flips_fitted for r in results]), val_accuracy=mean([r.val_accuracy for r in results]),
+        found_std=stat(lambda r: r.found, lambda a, axis: np.std(a, axis=axis, ddof=ddof)),
+        accuracy_std=stat(lambda r: r.accuracy, lambda a, axis: np.std(a, axis=axis, ddof=ddof)),
+        repeats=[{"seed": s} | r.summary() for s, r in zip(seeds, results)])
 
 
 def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float = 1e-2, fraction: float = 0.1,
@@ -113,9 +158,9 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
     flip ``fraction`` of the training labels of (X [n, d], y [n]), rank, measure the detection
     curves on ``fractions`` and the recovered test accuracy at the fractions ``retrain_at``.
 
-    ``solver``: ``auto`` takes the exact closed form ``fit.logistic_self_influence`` for 2 classes
-    (any p: no p x p Hessian when p > n) and the ``exact`` solver otherwise; any other name is
-    passed to ``Influence``."""
+    ``solver``: ``auto`` takes the exact closed forms ``fit.logistic_self_influence`` (2 classes; any
+    p: no p x p Hessian when p > n) and ``fit.multinomial_self_influence`` (more classes; one Cholesky
+    of the p x p Hessian); any other name is passed to ``Influence``."""
     Xtr, ytr = train
     Xte, yte = test
     classes = max(int(ytr.max()) + 1, 2)
@@ -123,10 +168,10 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
     noisy, flipped = flip_labels(ytr, fraction, seed)
     clean_acc = accuracy(fit_linear(Xtr, ytr, l2, classes), Xte, yte)
     model = fit_linear(Xtr, noisy, l2, classes)
-    closed_form = solver == "auto" and classes == 2
     inf = Influence(model, loss_name(classes), (Xtr, noisy), l2=l2,
                     solver="exact" if solver == "auto" else solver)
-    pre = logistic_self_influence(model, Xtr, noisy, l2).to(Xtr.dtype) if closed_form else None
+    closed_form = logistic_self_influence if classes == 2 else multinomial_self_influence
+    pre = closed_form(model, Xtr, noisy, l2).to(Xtr.dtype) if solver == "auto" else None
     order, self_inf, losses = rank(inf, seed, progress=progress, self_influence=pre)
     found = {k: detection_curve(o, flipped, fractions) for k, o in order.items()}
     acc: dict[str, list[float]] = {k: [] for k in order}
@@ -142,7 +187,8 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
                           accuracy={k: np.array(v) for k, v in acc.items()}, clean_accuracy=clean_acc,
                           noisy_accuracy=accuracy(model, Xte, yte), n=len(ytr), n_flipped=len(flipped),
                           p=inf.objective.p, flipped=flipped, order=order,
-                          self_influence=self_inf, losses=losses, noisy=noisy, convention=SIGN_CONVENTION)
+                          self_influence=self_inf, losses=losses, noisy=noisy, convention=SIGN_CONVENTION,
+                          flips_fitted=float((predict(model, Xtr[flipped]) == noisy[flipped]).double().mean()))
 
 
 def fit_net(X: Tensor, y: Tensor, classes: int, *, hidden: tuple[int, ...] = (32,), epochs: int = 100,
@@ -214,11 +260,15 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
 # ---- data ------------------------------------------------------------------------------------
 
 def enron_features(docs: list[str], labels: np.ndarray, *, max_features: int | None = None, min_df: int = 2,
-                   test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
+                   counts: str = "log1p", test_fraction: float = 0.2,
+                   seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
     """Bag-of-words features of raw emails: lower-cased alphabetic tokens of >= 2 letters,
-    English stop words removed, vocabulary = every word in >= ``min_df`` training emails (the
-    paper's set-up; 17,119 words on Enron1), or the ``max_features`` most frequent of them;
-    counts log1p-scaled. Returns (X_train, y_train, X_test, y_test, vocabulary), float64 (dense)."""
+    English stop words removed, vocabulary = every word in >= ``min_df`` training emails (17,119
+    words on Enron1 at min_df 2, 6,358 at the paper's min_df 5), or the ``max_features`` most
+    frequent of them; ``counts``: "log1p" (log(1 + count)) or "raw" (the paper's word counts).
+    Returns (X_train, y_train, X_test, y_test, vocabulary), float64 (dense)."""
+    if counts not in ("log1p", "raw"):
+        raise InputError(f"counts must be 'log1p' or 'raw', got {counts!r}.")
     from sklearn.feature_extraction.text import CountVectorizer
 
     rng = np.random.default_rng(seed)
@@ -229,6 +279,7 @@ def enron_features(docs: list[str], labels: np.ndarray, *, max_features: int | N
                           max_features=max_features, min_df=min_df)
     Xtr = vec.fit_transform([docs[i] for i in tr])
     Xte = vec.transform([docs[i] for i in te])
-    t = lambda m: torch.as_tensor(np.log1p(m.toarray()), dtype=torch.float64)  # noqa: E731
+    scale = np.log1p if counts == "log1p" else np.asarray
+    t = lambda m: torch.as_tensor(scale(m.toarray()), dtype=torch.float64)  # noqa: E731
     y = torch.as_tensor(labels)
     return t(Xtr), y[tr], t(Xte), y[te], list(vec.get_feature_names_out())
