@@ -101,3 +101,14 @@ def test_mislabel_repeats_report_means_with_their_spread_over_flip_seeds():
     assert "means over 2 flip seeds" in html and "s.d. of found" in html
     with pytest.raises(InputError, match="repeats"):
         mislabel.compute("digits", repeats=0)
+
+
+@pytest.mark.parametrize("model,classes,expected", [("linear", None, 2), ("linear", "all", 10), ("mlp", None, 10),
+                                                     ("mlp", "1v7", 2)])
+def test_mislabel_mnist_takes_1_vs_7_or_all_ten_classes(data_dir, model, classes, expected):
+    from influencekit.commands import mislabel
+
+    data = mislabel.load("mnist", str(data_dir), 0, n_train=400, model=model, classes=classes)
+    Xtr, ytr = data["train"]
+    assert Xtr.shape == (400, 784) and int(ytr.max()) + 1 == expected
+    assert data["classes"] == ("all" if expected == 10 else "1v7")
