@@ -76,13 +76,19 @@ def accuracy(model: nn.Module, X: Tensor, y: Tensor) -> float:
 #     H = X~^T diag(d) X~ + l2 I,   d_i = sigma_i (1 - sigma_i) / n,
 # so I_up,loss(z_i, z_i) = -(sigma_i - y_i)^2 x~_i^T H^-1 x~_i: no HVPs, no p x p matrix when p > n.
 
-def _logistic_parts(model: nn.Module, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(X~ [n, d + 1] with the bias column, sigma [n], y [n] in {0, 1}), float64."""
+def _augmented_outputs(model: nn.Module, X: Tensor) -> tuple[Tensor, Tensor]:
+    """(X~ [n, d + 1] with the bias column, the model's outputs on X), float64."""
     X = X.to(torch.float64).reshape(X.shape[0], -1)
-    Xt = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
     params = {k: v.detach().to(torch.float64) for k, v in model.named_parameters()}
     with torch.no_grad():  # float64 copies of the parameters: the user's model is never cast
-        sig = torch.sigmoid(functional_call(model, params, (X,)).reshape(-1))
+        out = functional_call(model, params, (X,))
+    return torch.cat([X, X.new_ones(X.shape[0], 1)], 1), out
+
+
+def _logistic_parts(model: nn.Module, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(X~ [n, d + 1] with the bias column, sigma [n], y [n] in {0, 1}), float64."""
+    Xt, out = _augmented_outputs(model, X)
+    sig = torch.sigmoid(out.reshape(-1))
     y = y.to(torch.float64)
     return Xt, sig, (y + 1) / 2 if bool((y < 0).any()) else y
 
@@ -132,12 +138,8 @@ def logistic_self_influence(model: nn.Module, X: Tensor, y: Tensor, l2: float) -
 
 def _multinomial_parts(model: nn.Module, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(X~ [n, d + 1] with the bias column, p [n, C] softmax probabilities, y [n]), float64."""
-    X = X.to(torch.float64).reshape(X.shape[0], -1)
-    Xt = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
-    params = {k: v.detach().to(torch.float64) for k, v in model.named_parameters()}
-    with torch.no_grad():  # float64 copies of the parameters: the user's model is never cast
-        prob = torch.softmax(functional_call(model, params, (X,)), 1)
-    return Xt, prob, y.long()
+    Xt, out = _augmented_outputs(model, X)
+    return Xt, torch.softmax(out, 1), y.long()
 
 
 def _multinomial_hessian_classmajor(Xt: Tensor, prob: Tensor, l2: float) -> Tensor:
