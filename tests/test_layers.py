@@ -84,6 +84,38 @@ def test_unsupported_layer_in_scope_names_it_and_the_solvers_to_use():
     assert [b.name for b in find_layers(obj)] == ["0", "2"]
 
 
+class _Pair(nn.Module):  # a layer of two inputs, a LayerNorm and an embedding around supported layers
+    def __init__(self):
+        super().__init__()
+        self.emb, self.ln = nn.Embedding(7, 4), nn.LayerNorm(4)
+        self.bil, self.head = nn.Bilinear(4, 4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        e = self.ln(self.emb(x).sum(1))
+        return self.head(torch.tanh(self.bil(e, e)))
+
+
+def test_small_layers_of_other_types_are_generic_blocks_with_exact_per_example_gradients():
+    g = torch.Generator().manual_seed(5)
+    X, y = torch.randint(0, 7, (30, 3), generator=g), torch.randint(0, 3, (30,), generator=g)
+    obj = ik.Objective(_Pair().double(), "cross_entropy", (X, y))
+    blocks = find_layers(obj, generic=100)
+    assert [(b.name, b.kind, b.cols) for b in blocks] == [("emb", "generic", 28), ("ln", "generic", 8),
+                                                           ("bil", "generic", 68), ("head", "linear", 5)]
+    torch.testing.assert_close(LayerCapture(obj, generic=100).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+    with pytest.raises(ik.UnsupportedLayerError, match=r"bil \(Bilinear\).*68 parameters.*exact_block = 50"):
+        find_layers(obj, generic=50)
+
+
+def test_batch_norm_in_eval_mode_is_a_generic_block():
+    X, y = _data((5,))
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
+    model[1].running_mean.uniform_(-1, 1)  # non-trivial statistics: the block uses the module's buffers
+    obj = ik.Objective(model.eval(), "cross_entropy", (X, y))
+    assert [b.kind for b in find_layers(obj, generic=100)] == ["linear", "generic", "linear"]
+    torch.testing.assert_close(LayerCapture(obj, generic=100).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+
+
 def test_tied_weights_are_refused():
     X, y = _data((4,))
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)).double()

@@ -201,7 +201,9 @@ def _kfac_unsupported():
 
     X, _, yc = _data()
     torch.manual_seed(0)
-    return ik.Influence(Bilinear().double().eval(), "cross_entropy", (X, yc), solver=name).up_loss((X[:2], yc[:2]))
+    # its 51 parameters would be kept as one exact block under the default exact_block (1,024)
+    return ik.Influence(Bilinear().double().eval(), "cross_entropy", (X, yc), solver=name,
+                        exact_block=16).up_loss((X[:2], yc[:2]))
 
 
 X0, Y0, C0 = _data()
@@ -265,7 +267,8 @@ CASES = [
     Case("input", "batch_size = 0", "InputError", lambda: ik.Objective(_logreg(), "logistic", (X0, Y0), batch_size=0)),
     Case("input", "unknown solver name", "InputError", lambda: ik.make_solver("newton")),
     Case("input", "unknown loss name", "InputError", lambda: ik.Objective(_logreg(), "log_loss", (X0, Y0))),
-    Case("input", "K-FAC on a layer it cannot factorise (nn.Bilinear)", "UnsupportedLayerError", _kfac_unsupported),
+    Case("input", "K-FAC on a layer it cannot factorise, over exact_block (nn.Bilinear, 51 > 16 parameters)",
+         "UnsupportedLayerError", _kfac_unsupported),
     # --- injected faults -----------------------------------------------------------------
     Case("fault", "NaN written into a parameter", "NonFiniteError", _nan_param),
     Case("fault", "inf written into a batch-norm running_var buffer", "NonFiniteError", _inf_buffer),

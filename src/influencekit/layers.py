@@ -12,6 +12,12 @@ so d_in = C_in * kh * kw and T = output height x width; KFC, Grosse & Martens
 with g_bt = dL_b / d out_bt. Flattened row-major, vec(G_b) = sum_t g_bt (x) [a_bt; 1], which is
 how ``LayerBlock.gather``/``scatter`` map a block to its slices of the flat theta [p].
 
+Any other module (LayerNorm, an embedding, a custom layer) can be kept as a "generic" block of
+its own parameters when it is small (``find_layers(..., generic=P)``, K-FAC/EK-FAC's
+``exact_block``): its per-example block gradients come from a VJP of the module alone
+(``torch.func.vjp`` under ``vmap``) with the captured output gradient, so the exact curvature
+block of those parameters is built without any structure assumed.
+
 The capture runs a private deep copy of the model through ``functional_call`` with the
 objective's parameters; forward hooks on the copy record each layer's input and add a zero
 "probe" to its output, whose gradient is the output gradient g. The user's module is never
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, hessian, vmap
+from torch.func import functional_call, hessian, vjp, vmap
 
 from .errors import InputError, UnsupportedLayerError
 from .objective import Objective
@@ -48,7 +54,9 @@ class LayerBlock:
 
     ``weight``/``bias``: slices of theta (None when that parameter is out of scope).
     ``d_out``: output features / channels. ``d_in``: columns of the weight matrix
-    (in_features, or C_in * kh * kw for a convolution).
+    (in_features, or C_in * kh * kw for a convolution). A "generic" block (any other module)
+    is one row: d_out = 1, d_in = its P parameters in scope, whose names (local to the module)
+    and slices are ``params``.
     """
 
     name: str
@@ -57,14 +65,19 @@ class LayerBlock:
     bias: slice | None
     d_out: int
     d_in: int
+    params: tuple[tuple[str, slice], ...] = ()
 
     @property
     def cols(self) -> int:
-        """Columns of the block matrix [W | b] in scope."""
+        """Columns of the block matrix [W | b] in scope (a generic block: its P parameters)."""
+        if self.kind == "generic":
+            return self.d_in
         return (self.d_in if self.weight is not None else 0) + (1 if self.bias is not None else 0)
 
     def gather(self, V: Tensor) -> Tensor:
         """The block of each row of V [k, p] as a matrix: [k, d_out, cols]."""
+        if self.kind == "generic":
+            return torch.cat([V[:, s] for _, s in self.params], 1).unsqueeze(1)
         parts = []
         if self.weight is not None:
             parts.append(V[:, self.weight].reshape(V.shape[0], self.d_out, self.d_in))
@@ -74,18 +87,27 @@ class LayerBlock:
 
     def scatter(self, M: Tensor, out: Tensor) -> None:
         """Write block matrices M [k, d_out, cols] into their slices of out [k, p] (in place)."""
+        if self.kind == "generic":
+            start = 0
+            for _, s in self.params:
+                width = s.stop - s.start
+                out[:, s] = M[:, 0, start:start + width]
+                start += width
+            return
         if self.weight is not None:
             out[:, self.weight] = M[:, :, : self.d_in].reshape(M.shape[0], -1)
         if self.bias is not None:
             out[:, self.bias] = M[:, :, -1]
 
 
-def find_layers(objective: Objective) -> list[LayerBlock]:
-    """The supported layers among the parameters in scope, in module order.
+def find_layers(objective: Objective, generic: int = 0) -> list[LayerBlock]:
+    """The supported layers among the parameters in scope, in module order; a module of another
+    type with at most ``generic`` parameters in scope becomes a "generic" block.
 
     Raises ``UnsupportedLayerError`` when a parameter in scope belongs to another layer type
-    (or is shared between modules, or is a Conv2d with groups/non-zero padding mode), naming
-    it and the solvers that work instead.
+    with more parameters (or is shared between modules, or is a Conv2d with groups/non-zero
+    padding mode), naming it and the solvers that work instead. (A generic block must treat the
+    examples of a batch independently; ``Objective`` already refuses batch norm in training mode.)
     """
     offsets, start = {}, 0
     for name, numel in zip(objective.names, objective.numels):
@@ -102,15 +124,22 @@ def find_layers(objective: Objective) -> list[LayerBlock]:
         if not in_scope:
             continue
         what = f"{mname or 'the model'} ({type(m).__name__})"
-        if not isinstance(m, SUPPORTED):
-            raise UnsupportedLayerError(
-                f"parameters {in_scope} belong to layer {what}, which K-FAC/EK-FAC cannot factorise (supported: "
-                "nn.Linear, nn.Conv2d); use solver='cg' or 'exact' (or 'arnoldi', 'lissa'), or leave those "
-                "parameters out of params.")
         shared = [full for full in in_scope if len(owners[id(getattr(m, full.rsplit('.', 1)[-1]))]) > 1]
         if shared:
             raise UnsupportedLayerError(f"parameters {shared} of {what} are shared between modules (tied weights); "
                                         "K-FAC's block-diagonal form does not apply: use solver='cg' or 'exact'.")
+        if not isinstance(m, SUPPORTED):
+            size = sum(offsets[full].stop - offsets[full].start for full in in_scope)
+            if size > generic:
+                raise UnsupportedLayerError(
+                    f"parameters {in_scope} belong to layer {what}, which K-FAC/EK-FAC cannot factorise (supported: "
+                    f"nn.Linear, nn.Conv2d; any other module is kept exact when its {size} parameters are at most "
+                    f"exact_block = {generic}); use solver='cg' or 'exact' (or 'arnoldi', 'lissa'), raise "
+                    "exact_block, or leave those parameters out of params.")
+            local = [(pn, offsets[full]) for pn, full in local.items() if full in offsets]
+            blocks.append(LayerBlock(mname, "generic", None, None, 1, size, tuple(local)))
+            covered.update(in_scope)
+            continue
         if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros" or m.padding == "same"):
             raise UnsupportedLayerError(f"{what} has groups={m.groups}, padding_mode={m.padding_mode!r}, "
                                         f"padding={m.padding!r}; only groups=1, zero padding given as numbers is "
@@ -136,11 +165,12 @@ class LayerCapture:
     a: [B, T, cols] layer inputs (patches for conv; a column of ones appended for the bias)
     and g: [B, R, T, d_out] output gradients of R pseudo-gradients per example (``FISHER_TYPES``),
     in the objective's dtype. ``per_example(a, g)`` gives the block gradients [B, R, d_out, cols].
+    A generic block returns ``(None, Z)``: its block gradients Z [B, R, P] themselves.
     """
 
-    def __init__(self, objective: Objective, blocks: list[LayerBlock] | None = None):
+    def __init__(self, objective: Objective, blocks: list[LayerBlock] | None = None, generic: int = 0):
         self.objective = objective
-        self.blocks = find_layers(objective) if blocks is None else blocks
+        self.blocks = find_layers(objective, generic) if blocks is None else blocks
         # our own copy carries the hooks; functional_call supplies the objective's tensors
         self.model = copy.deepcopy(objective.model)
         mods = dict(self.model.named_modules())
@@ -160,7 +190,11 @@ class LayerCapture:
 
         def hook(i):
             def fn(module, args, out):
-                inputs[i].append(args[0].detach())
+                if not isinstance(out, Tensor):
+                    raise UnsupportedLayerError(f"layer {self.blocks[i].name} returns {type(out).__name__}, not one "
+                                                "tensor; K-FAC/EK-FAC need a single output: use solver='cg'.")
+                keep = tuple(t.detach() if isinstance(t, Tensor) else t for t in args)
+                inputs[i].append(keep if self.blocks[i].kind == "generic" else keep[0])
                 probe = torch.zeros_like(out, requires_grad=True)
                 probes[i].append(probe)
                 return out + probe  # d loss / d probe = d loss / d out
@@ -182,11 +216,18 @@ class LayerCapture:
                 h.remove()
         out = []
         pos = 0
+        params = self._params()
         for i, (blk, m) in enumerate(zip(self.blocks, self.modules)):
             calls = len(probes[i])
             if calls == 0:
                 raise InputError(f"layer {blk.name} is in scope but was not called in the forward pass; leave its "
                                  "parameters out of params.")
+            if blk.kind == "generic":  # sum over the calls of the per-example module VJPs
+                Z = sum(torch.stack([_module_gradients(m, blk, params, inputs[i][j], c[pos + j]) for c in cot], 1)
+                        for j in range(calls))
+                pos += calls
+                out.append((None, Z))
+                continue
             a = torch.cat([patches(m, t) for t in inputs[i]], 1)
             g = torch.stack([torch.cat([out_rows(m, c[pos + j]) for j in range(calls)], 1) for c in cot], 1)
             pos += calls
@@ -206,8 +247,31 @@ class LayerCapture:
         observed labels); equals ``objective.grads(x, y)``. A reference path for tests."""
         G = torch.zeros(x.shape[0], self.objective.p, dtype=self.objective.dtype, device=self.objective.device)
         for blk, (a, g) in zip(self.blocks, self.capture(x, y, "empirical")):
-            blk.scatter(self.per_example(a, g)[:, 0], G)
+            blk.scatter(g[:, :1] if a is None else self.per_example(a, g)[:, 0], G)
         return G
+
+
+def _module_gradients(m: nn.Module, blk: LayerBlock, params: dict[str, Tensor], args: tuple,
+                      cot: Tensor) -> Tensor:
+    """Per-example gradients [B, P] of <cot_b, m(args_b)> with respect to the generic block's
+    parameters (in ``blk.params`` order), from one VJP of the module per example under vmap.
+    ``params``: the objective's tensors by full name; the module's other entries stay constant."""
+    prefix = f"{blk.name}." if blk.name else ""
+    local = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    names = [pn for pn, _ in blk.params]
+    B = cot.shape[0]
+    batched = [isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == B for t in args]
+
+    def one(c, *xs):
+        xs = tuple(t.unsqueeze(0) if b else t for t, b in zip(xs, batched))
+
+        def f(*ps):
+            return functional_call(m, {**local, **dict(zip(names, ps))}, xs).squeeze(0)
+
+        _, pullback = vjp(f, *[local[k] for k in names])
+        return torch.cat([g.reshape(-1) for g in pullback(c)])
+
+    return vmap(one, in_dims=(0, *[0 if b else None for b in batched]))(cot, *args)
 
 
 def patches(m: nn.Module, t: Tensor) -> Tensor:

@@ -171,12 +171,42 @@ def test_singular_curvature_without_damping_is_refused_with_a_value():
         ik.make_solver("kfac", damping=0.0).fit(obj)
 
 
-def test_unsupported_layers_are_refused_at_fit():
+def test_other_layers_over_exact_block_are_refused_at_fit():
     X = torch.randn(10, 3, dtype=torch.float64)
     model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 1)).double()
     obj = ik.Objective(model, "mse", (X, torch.randn(10, 1, dtype=torch.float64)))
-    with pytest.raises(ik.UnsupportedLayerError, match="cg"):
-        ik.make_solver("ekfac").fit(obj)
+    with pytest.raises(ik.UnsupportedLayerError, match="6 parameters are at most exact_block = 5.*cg"):
+        ik.make_solver("ekfac", exact_block=5).fit(obj)
+
+
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(12, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.emb(x).flatten(1))
+
+
+@pytest.mark.parametrize("name", ["kfac", "ekfac"])
+@pytest.mark.parametrize("case", ["layernorm", "embedding"])
+def test_a_small_layer_of_another_type_is_kept_as_its_exact_block(name, case):
+    # the logits are linear in a LayerNorm's scale and shift (and in an embedding table), so with
+    # only that module in scope its Gauss-Newton block is the loss Hessian: the solve is exact
+    g = torch.Generator().manual_seed(4)
+    if case == "layernorm":
+        X = torch.randn(60, 5, generator=g, dtype=torch.float64)
+        model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double()
+        scope = ["1.weight", "1.bias"]
+    else:
+        X = torch.randint(0, 12, (60, 2), generator=g)
+        model, scope = _Embed().double(), ["emb.weight"]
+    y = torch.randint(0, 3, (60,), generator=g)
+    obj = ik.Objective(model, "cross_entropy", (X, y), params=scope, l2=0.01)
+    solver = ik.make_solver(name, damping=0.02).fit(obj)
+    assert solver.kinds == ["exact"] and solver.blocks[0].kind == "generic"
+    V = obj.grads(*obj.train.take(slice(0, 4)))
+    torch.testing.assert_close(solver.solve(V), _exact(obj, V, 0.02), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("opts", [{}, {"exact_block": 0}, {"exact_block": 0, "row_bases": 0}],
@@ -188,3 +218,22 @@ def test_the_fit_does_not_depend_on_the_capture_batch_size(opts):
     a = ik.make_solver("ekfac", damping=0.01, batch_size=37, **opts).fit(obj).solve(V)
     b = ik.make_solver("ekfac", damping=0.01, batch_size=300, **opts).fit(obj).solve(V)
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_ekfac_handles_an_mlp_with_layernorm_close_to_exact_influence():
+    # before generic blocks K-FAC/EK-FAC refused this network; now the norm layers are exact blocks
+    from influencekit import datasets
+    from influencekit.models import train
+
+    Xtr, ytr, Xte, yte = datasets.digits()
+    Xtr, ytr = Xtr[:300].double(), ytr[:300]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 10)).double()
+    model = train(model, "cross_entropy", Xtr, ytr, l2=1e-3, epochs=20, lr=1e-2).eval()
+    kw = dict(l2=1e-3, damping=0.05)  # Adam stops short of a minimum: the Hessian needs this damping
+    test = (Xte[:10].double(), yte[:10])
+    ref = ik.Influence(model, "cross_entropy", (Xtr, ytr), solver="exact", **kw).up_loss(test)
+    inf = ik.Influence(model, "cross_entropy", (Xtr, ytr), solver="ekfac", **kw)
+    got = inf.up_loss(test)
+    assert inf.solver.kinds == ["rows", "exact", "exact"] and inf.solver.blocks[1].kind == "generic"
+    assert torch.corrcoef(torch.stack([got.flatten(), ref.flatten()]))[0, 1] > 0.95

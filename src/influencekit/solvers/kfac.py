@@ -1,6 +1,6 @@
-"""K-FAC and EK-FAC inverse-HVPs: block-diagonal (one block per Linear/Conv2d layer) Kronecker-
-factored curvature (Martens & Grosse 2015; KFC for convolutions, Grosse & Martens 2016; EK-FAC,
-George et al. 2018).
+"""K-FAC and EK-FAC inverse-HVPs: block-diagonal (one block per layer) Kronecker-factored
+curvature for Linear/Conv2d layers (Martens & Grosse 2015; KFC for convolutions, Grosse &
+Martens 2016; EK-FAC, George et al. 2018).
 
 For a layer with block gradient G_b = sum_t g_bt a_bt^T [d_out, cols] (see ``layers``):
 
@@ -26,7 +26,10 @@ P^2 memory) and inverted through its eigendecomposition. The Kronecker factorisa
 make large blocks tractable; on a block this small it saves nothing and loses accuracy (a
 network's last layer, typically: on the benchmark networks of benchmarks/peers/RESULTS.md this
 adds 0.007-0.03 to the Pearson correlation with exact influence; not a guarantee, a 610-parameter
-test MLP lost 0.0006).
+test MLP lost 0.0006). The same holds for a small module of any other type (LayerNorm, an
+embedding, batch norm in eval mode, a custom layer): it is one exact block of its parameters,
+whose per-example gradients come from a VJP of the module alone (``layers``, "generic" blocks);
+one over ``exact_block`` parameters is refused with the solvers that handle it.
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ class KFACSolver(Solver):
         batch_size: examples per capture batch (memory: batch x outputs x layer width);
             default the objective's batch size, at most 256.
         exact_block: layers with at most this many parameters (d_out x cols) keep their exact
-            block of the same curvature instead of its Kronecker factorisation (``EXACT_BLOCK``);
-            0 factorises every layer (textbook K-FAC / EK-FAC).
+            block of the same curvature instead of its Kronecker factorisation (``EXACT_BLOCK``),
+            and so do modules of other types (LayerNorm, embeddings, ...) up to this size;
+            0 factorises every layer (textbook K-FAC / EK-FAC) and refuses other modules.
 
     After ``fit``: ``blocks`` (the layers), ``kinds`` (per layer "exact", "kronecker" or, EK-FAC
     only, "rows"), ``factors`` (per layer a dict: ``QA``, ``QS`` and ``eigenvalues`` [d_out, cols]
@@ -102,7 +106,7 @@ class KFACSolver(Solver):
         return objective.train.batches(b)
 
     def _fit(self, objective: Objective) -> None:
-        self.capture = LayerCapture(objective)
+        self.capture = LayerCapture(objective, generic=self.exact_block)  # small other modules: exact
         self.blocks: list[LayerBlock] = self.capture.blocks
         f64, dev = torch.float64, objective.device
         self.kinds = [self._kind(b) for b in self.blocks]
@@ -115,8 +119,8 @@ class KFACSolver(Solver):
         for _, x, y in self._batches(objective):
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
                 # per-batch sums in the objective's dtype, accumulated over batches in float64
-                if self.kinds[i] == "exact":
-                    Z = LayerCapture.per_example(a, g).flatten(2)  # [B, R, P], row-major like gather
+                if self.kinds[i] == "exact":  # a generic block's capture is its Z already
+                    Z = g if a is None else LayerCapture.per_example(a, g).flatten(2)  # [B, R, P], like gather
                     A[i] += torch.einsum("brp,brq->pq", Z, Z).to(f64)
                     continue
                 if self.kinds[i] == "kronecker":

@@ -23,9 +23,10 @@ class PCGSolver(CGSolver):
         fisher, batch_size, exact_block, row_bases: of the EK-FAC preconditioner (see ``KFACSolver``,
             ``EKFACSolver``).
 
-    The preconditioner needs the parameters in scope to be Linear/Conv2d layers
-    (``UnsupportedLayerError`` otherwise: use ``cg``). After ``solve``: ``residuals``,
-    ``iterations`` as for CG; ``preconditioner_solver`` is the fitted EK-FAC.
+    The preconditioner needs the parameters in scope to be Linear/Conv2d layers or other modules
+    of at most ``exact_block`` parameters (``UnsupportedLayerError`` otherwise: use ``cg``).
+    After ``solve``: ``residuals``, ``iterations`` as for CG; ``preconditioner_solver`` is the
+    fitted EK-FAC.
     """
 
     name = "pcg"
