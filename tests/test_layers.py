@@ -107,6 +107,21 @@ def test_small_layers_of_other_types_are_generic_blocks_with_exact_per_example_g
         find_layers(obj, generic=50)
 
 
+def test_a_layer_called_with_keyword_arguments_is_refused_rather_than_replayed_wrongly():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.head = nn.LayerNorm(5), nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.head(self.ln(input=x))
+
+    X, y = _data((5,))
+    obj = ik.Objective(Scaled().double(), "cross_entropy", (X, y))
+    with pytest.raises(ik.UnsupportedLayerError, match=r"ln is called with keyword arguments \['input'\]"):
+        LayerCapture(obj, generic=100).capture(X, y, "ggn")
+
+
 def test_batch_norm_in_eval_mode_is_a_generic_block():
     X, y = _data((5,))
     model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()

@@ -189,10 +189,14 @@ class LayerCapture:
         probes: list[list[Tensor]] = [[] for _ in self.blocks]
 
         def hook(i):
-            def fn(module, args, out):
+            def fn(module, args, kwargs, out):
                 if not isinstance(out, Tensor):
                     raise UnsupportedLayerError(f"layer {self.blocks[i].name} returns {type(out).__name__}, not one "
                                                 "tensor; K-FAC/EK-FAC need a single output: use solver='cg'.")
+                if kwargs:  # a generic block replays the call from its positional inputs
+                    raise UnsupportedLayerError(f"layer {self.blocks[i].name} is called with keyword arguments "
+                                                f"{sorted(kwargs)}; K-FAC/EK-FAC replay positional inputs only: pass "
+                                                "them positionally, or use solver='cg'.")
                 keep = tuple(t.detach() if isinstance(t, Tensor) else t for t in args)
                 inputs[i].append(keep if self.blocks[i].kind == "generic" else keep[0])
                 probe = torch.zeros_like(out, requires_grad=True)
@@ -201,7 +205,7 @@ class LayerCapture:
 
             return fn
 
-        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.modules)]
+        handles = [m.register_forward_hook(hook(i), with_kwargs=True) for i, m in enumerate(self.modules)]
         try:
             with torch.enable_grad():
                 f = functional_call(self.model, self._params(), (x,))
