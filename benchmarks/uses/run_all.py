@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--mnist-train", type=int, default=5000, help="MNIST 1 vs 7 training subset")
+    ap.add_argument("--mnist-train", type=int, default=5000, help="MNIST training subset of mnist and mnist_all")
     ap.add_argument("--repeats", type=int, default=10, help="flip seeds per linear mislabel entry")
     ap.add_argument("--net-repeats", type=int, default=3, help="flip seeds for mnist_mlp")
     ap.add_argument("--only", nargs="*",
