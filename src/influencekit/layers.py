@@ -1,5 +1,5 @@
-"""Layers whose curvature factorises (nn.Linear, nn.Conv2d), and capture of their inputs and
-output gradients for a batch: what K-FAC / EK-FAC are built from.
+"""Layers whose curvature factorises (nn.Linear, nn.Conv2d, nn.Embedding), and capture of their
+inputs and output gradients for a batch: what K-FAC / EK-FAC are built from.
 
 A supported layer is a linear map per location t: out_t = W a_t (+ b), with W [d_out, d_in].
 For a Linear layer t runs over any leading dimensions besides the batch (T = 1 for [B, d]);
@@ -12,7 +12,11 @@ so d_in = C_in * kh * kw and T = output height x width; KFC, Grosse & Martens
 with g_bt = dL_b / d out_bt. Flattened row-major, vec(G_b) = sum_t g_bt (x) [a_bt; 1], which is
 how ``LayerBlock.gather``/``scatter`` map a block to its slices of the flat theta [p].
 
-Any other module (LayerNorm, an embedding, a custom layer) can be kept as a "generic" block of
+An nn.Embedding is a linear layer on one-hot inputs, out_t = W^T e_{x_t} with W [V, d]: its block
+is kept in the layout [d_out = d, cols = V] (``gather`` transposes), and its captured input a is the
+token indices [B, T] rather than one-hot rows, so A = diag(token counts) / n costs O(V).
+
+Any other module (LayerNorm, a small embedding, a custom layer) can be kept as a "generic" block of
 its own parameters when it is small (``find_layers(..., generic=P)``, K-FAC/EK-FAC's
 ``exact_block``): its per-example block gradients come from a VJP of the module alone
 (``torch.func.vjp`` under ``vmap``) with the captured output gradient, so the exact curvature
@@ -37,7 +41,7 @@ from torch.func import functional_call, hessian, vjp, vmap
 from .errors import InputError, UnsupportedLayerError
 from .objective import Objective
 
-SUPPORTED = (nn.Linear, nn.Conv2d)
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.Embedding)
 
 #: How per-example "gradients" are formed for curvature statistics:
 #: "ggn": the generalised Gauss-Newton J^T H_out J, which equals the true Fisher (labels drawn
@@ -54,7 +58,8 @@ class LayerBlock:
 
     ``weight``/``bias``: slices of theta (None when that parameter is out of scope).
     ``d_out``: output features / channels. ``d_in``: columns of the weight matrix
-    (in_features, or C_in * kh * kw for a convolution). A "generic" block (any other module)
+    (in_features, or C_in * kh * kw for a convolution, or the vocabulary V of an embedding,
+    whose [V, d] weight is held transposed as [d, V]). A "generic" block (any other module)
     is one row: d_out = 1, d_in = its P parameters in scope, whose names (local to the module)
     and slices are ``params``.
     """
@@ -78,6 +83,8 @@ class LayerBlock:
         """The block of each row of V [k, p] as a matrix: [k, d_out, cols]."""
         if self.kind == "generic":
             return torch.cat([V[:, s] for _, s in self.params], 1).unsqueeze(1)
+        if self.kind == "embedding":
+            return V[:, self.weight].reshape(V.shape[0], self.d_in, self.d_out).transpose(1, 2)
         parts = []
         if self.weight is not None:
             parts.append(V[:, self.weight].reshape(V.shape[0], self.d_out, self.d_in))
@@ -93,6 +100,9 @@ class LayerBlock:
                 width = s.stop - s.start
                 out[:, s] = M[:, 0, start:start + width]
                 start += width
+            return
+        if self.kind == "embedding":
+            out[:, self.weight] = M.transpose(1, 2).reshape(M.shape[0], -1)
             return
         if self.weight is not None:
             out[:, self.weight] = M[:, :, : self.d_in].reshape(M.shape[0], -1)
@@ -128,14 +138,18 @@ def find_layers(objective: Objective, generic: int = 0) -> list[LayerBlock]:
         if shared:
             raise UnsupportedLayerError(f"parameters {shared} of {what} are shared between modules (tied weights); "
                                         "K-FAC's block-diagonal form does not apply: use solver='cg' or 'exact'.")
-        if not isinstance(m, SUPPORTED):
-            size = sum(offsets[full].stop - offsets[full].start for full in in_scope)
+        size = sum(offsets[full].stop - offsets[full].start for full in in_scope)
+        if isinstance(m, nn.Embedding) and m.max_norm is not None:  # renormalises rows in place in forward
+            raise UnsupportedLayerError(f"{what} has max_norm={m.max_norm}, which rescales its rows inside the "
+                                        "forward pass; K-FAC/EK-FAC need it off: use solver='cg' or 'exact'.")
+        # a small module of any type (a small embedding too) keeps its exact block
+        if not isinstance(m, SUPPORTED) or (isinstance(m, nn.Embedding) and size <= generic):
             if size > generic:
                 raise UnsupportedLayerError(
                     f"parameters {in_scope} belong to layer {what}, which K-FAC/EK-FAC cannot factorise (supported: "
-                    f"nn.Linear, nn.Conv2d; any other module is kept exact when its {size} parameters are at most "
-                    f"exact_block = {generic}); use solver='cg' or 'exact' (or 'arnoldi', 'lissa'), raise "
-                    "exact_block, or leave those parameters out of params.")
+                    f"nn.Linear, nn.Conv2d, nn.Embedding; any other module is kept exact when its {size} parameters "
+                    f"are at most exact_block = {generic}); use solver='cg' or 'exact' (or 'arnoldi', 'lissa'), "
+                    "raise exact_block, or leave those parameters out of params.")
             local = [(pn, offsets[full]) for pn, full in local.items() if full in offsets]
             blocks.append(LayerBlock(mname, "generic", None, None, 1, size, tuple(local)))
             covered.update(in_scope)
@@ -147,14 +161,18 @@ def find_layers(objective: Objective, generic: int = 0) -> list[LayerBlock]:
         wname, bname = local.get("weight"), local.get("bias")
         w = offsets.get(wname) if wname else None
         b = offsets.get(bname) if bname else None
+        if isinstance(m, nn.Embedding):
+            blocks.append(LayerBlock(mname, "embedding", w, None, m.embedding_dim, m.num_embeddings))
+            covered.update(in_scope)
+            continue
         d_out = m.weight.shape[0]
         blocks.append(LayerBlock(mname, "conv2d" if isinstance(m, nn.Conv2d) else "linear", w, b, d_out,
                                  m.weight[0].numel()))
         covered.update(in_scope)
     missing = [k for k in objective.names if k not in covered]
     if missing:  # a parameter registered on no module (e.g. via parametrisations)
-        raise UnsupportedLayerError(f"parameters {missing} belong to no nn.Linear/nn.Conv2d layer; use solver='cg' "
-                                    "or 'exact', or leave them out of params.")
+        raise UnsupportedLayerError(f"parameters {missing} belong to no module; use solver='cg' or 'exact', or "
+                                    "leave them out of params.")
     return blocks
 
 
@@ -165,7 +183,8 @@ class LayerCapture:
     a: [B, T, cols] layer inputs (patches for conv; a column of ones appended for the bias)
     and g: [B, R, T, d_out] output gradients of R pseudo-gradients per example (``FISHER_TYPES``),
     in the objective's dtype. ``per_example(a, g)`` gives the block gradients [B, R, d_out, cols].
-    A generic block returns ``(None, Z)``: its block gradients Z [B, R, P] themselves.
+    A generic block returns ``(None, Z)``: its block gradients Z [B, R, P] themselves; an
+    embedding returns a = the token indices [B, T] (integers) instead of one-hot rows.
     """
 
     def __init__(self, objective: Objective, blocks: list[LayerBlock] | None = None, generic: int = 0):
@@ -232,9 +251,12 @@ class LayerCapture:
                 pos += calls
                 out.append((None, Z))
                 continue
-            a = torch.cat([patches(m, t) for t in inputs[i]], 1)
             g = torch.stack([torch.cat([out_rows(m, c[pos + j]) for j in range(calls)], 1) for c in cot], 1)
             pos += calls
+            if blk.kind == "embedding":
+                out.append((torch.cat([t.reshape(t.shape[0], -1) for t in inputs[i]], 1), g))
+                continue
+            a = torch.cat([patches(m, t) for t in inputs[i]], 1)
             parts = [a] if blk.weight is not None else []
             if blk.bias is not None:
                 parts.append(a.new_ones(a.shape[0], a.shape[1], 1))
@@ -251,6 +273,8 @@ class LayerCapture:
         observed labels); equals ``objective.grads(x, y)``. A reference path for tests."""
         G = torch.zeros(x.shape[0], self.objective.p, dtype=self.objective.dtype, device=self.objective.device)
         for blk, (a, g) in zip(self.blocks, self.capture(x, y, "empirical")):
+            if blk.kind == "embedding":  # one-hot rows: fine for this reference path, not for the solvers
+                a = F.one_hot(a, blk.d_in).to(g.dtype)
             blk.scatter(g[:, :1] if a is None else self.per_example(a, g)[:, 0], G)
         return G
 

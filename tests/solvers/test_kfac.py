@@ -237,3 +237,66 @@ def test_ekfac_handles_an_mlp_with_layernorm_close_to_exact_influence():
     got = inf.up_loss(test)
     assert inf.solver.kinds == ["rows", "exact", "exact"] and inf.solver.blocks[1].kind == "generic"
     assert torch.corrcoef(torch.stack([got.flatten(), ref.flatten()]))[0, 1] > 0.95
+
+
+class _Bag(nn.Module):  # token embeddings summed over positions, then a tanh layer and a head
+    def __init__(self, vocab=9, dim=3, onehot=False):
+        super().__init__()
+        self.emb = nn.Linear(vocab, dim, bias=False) if onehot else nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x).sum(1)))
+
+
+def _bag_problem():
+    g = torch.Generator().manual_seed(6)
+    X = torch.randint(0, 9, (80, 4), generator=g)  # 4 positions, repeats within an example included
+    X[:, 3] = X[:, 0]
+    y = torch.randint(0, 3, (80,), generator=g)
+    emb = _Bag().double()
+    lin = _Bag(onehot=True).double()
+    with torch.no_grad():
+        lin.emb.weight.copy_(emb.emb.weight.T)
+        lin.head.load_state_dict(emb.head.state_dict())
+    onehot = nn.functional.one_hot(X, 9).double()
+    return (emb, X), (lin, onehot), y
+
+
+def test_an_embedding_is_factorised_as_the_linear_layer_on_one_hot_inputs():
+    # K-FAC on nn.Embedding (A = diag(token counts) / n from indices) equals K-FAC on the same
+    # map written as nn.Linear on one-hot rows, block by block (weights transposed)
+    (emb, X), (lin, onehot), y = _bag_problem()
+    objs = [ik.Objective(m, "cross_entropy", (x, y), l2=1e-3) for m, x in ((emb, X), (lin, onehot))]
+    solvers = [ik.make_solver("kfac", damping=0.01, exact_block=0).fit(o) for o in objs]
+    assert solvers[0].blocks[0].kind == "embedding" and solvers[0].kinds == ["kronecker", "kronecker"]
+    torch.testing.assert_close(ik.layers.LayerCapture(objs[0]).gradients(X, y), objs[0].grads(X, y),
+                               rtol=0, atol=1e-13)
+    G = objs[0].grads(X[:5], y[:5])  # emb.weight [9, 3] row-major, then the head
+    Gl = torch.cat([G[:, :27].reshape(5, 9, 3).transpose(1, 2).reshape(5, 27), G[:, 27:]], 1)
+    torch.testing.assert_close(Gl, objs[1].grads(onehot[:5], y[:5]), rtol=1e-12, atol=1e-14)
+    Xe, Xl = solvers[0].solve(G), solvers[1].solve(Gl)
+    torch.testing.assert_close(torch.cat([Xe[:, :27].reshape(5, 9, 3).transpose(1, 2).reshape(5, 27), Xe[:, 27:]], 1),
+                               Xl, rtol=1e-9, atol=1e-12)
+
+
+def test_ekfac_embedding_eigenvalues_are_the_squared_rotated_token_gradients():
+    from influencekit.solvers.kfac import _embedding_squares
+
+    (emb, X), _, y = _bag_problem()
+    obj = ik.Objective(emb, "cross_entropy", (X, y), l2=1e-3)
+    s = ik.make_solver("ekfac", damping=0.01, exact_block=0).fit(obj)
+    (a, g), _ = ik.layers.LayerCapture(obj).capture(X, y, "ggn")
+    QS = s.factors[0]["QS"]
+    G = torch.einsum("brto,btv->brov", g, nn.functional.one_hot(a, 9).double())  # per-example blocks [B, R, 3, 9]
+    ref = ((QS.T @ G) ** 2).sum((0, 1)) / obj.n
+    torch.testing.assert_close(s.factors[0]["eigenvalues"], ref, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(_embedding_squares(g @ QS, a, 9), ref * obj.n, rtol=1e-10, atol=1e-13)
+
+
+def test_an_embedding_with_max_norm_is_refused():
+    m = _Bag()
+    m.emb = nn.Embedding(9, 3, max_norm=1.0)
+    X, y = torch.randint(0, 9, (10, 4)), torch.randint(0, 3, (10,))
+    with pytest.raises(ik.UnsupportedLayerError, match="max_norm"):
+        ik.make_solver("ekfac").fit(ik.Objective(m.double(), "cross_entropy", (X, y)))

@@ -1,6 +1,8 @@
 """K-FAC and EK-FAC inverse-HVPs: block-diagonal (one block per layer) Kronecker-factored
-curvature for Linear/Conv2d layers (Martens & Grosse 2015; KFC for convolutions, Grosse &
-Martens 2016; EK-FAC, George et al. 2018).
+curvature for Linear/Conv2d/Embedding layers (Martens & Grosse 2015; KFC for convolutions, Grosse &
+Martens 2016; EK-FAC, George et al. 2018). An embedding is a linear layer on one-hot inputs: its
+A is diagonal (token counts / n), Q_A = I, and EK-FAC's refit sums the rotated output gradients of
+the positions holding each token (``_embedding_squares``).
 
 For a layer with block gradient G_b = sum_t g_bt a_bt^T [d_out, cols] (see ``layers``):
 
@@ -112,8 +114,9 @@ class KFACSolver(Solver):
         self.kinds = [self._kind(b) for b in self.blocks]
         # an exact layer accumulates its block B in A[i]; a layer with row bases only S (its
         # input side is refitted); a Kronecker-factored one A and S
-        A = [torch.zeros((b.d_out * b.cols,) * 2 if k == "exact" else (b.cols, b.cols), dtype=f64, device=dev)
-             for b, k in zip(self.blocks, self.kinds)]
+        # (an embedding's A is diagonal, the token counts: a vector [V])
+        A = [torch.zeros((b.d_out * b.cols,) * 2 if k == "exact" else (b.cols,) if b.kind == "embedding"
+                         else (b.cols, b.cols), dtype=f64, device=dev) for b, k in zip(self.blocks, self.kinds)]
         S = [torch.zeros(b.d_out, b.d_out, dtype=f64, device=dev) for b in self.blocks]
         T = [0] * len(self.blocks)
         for _, x, y in self._batches(objective):
@@ -123,7 +126,9 @@ class KFACSolver(Solver):
                     Z = g if a is None else LayerCapture.per_example(a, g).flatten(2)  # [B, R, P], like gather
                     A[i] += torch.einsum("brp,brq->pq", Z, Z).to(f64)
                     continue
-                if self.kinds[i] == "kronecker":
+                if self.blocks[i].kind == "embedding":  # a: token indices [B, T]
+                    A[i] += torch.bincount(a.reshape(-1), minlength=self.blocks[i].cols).to(f64)
+                elif self.kinds[i] == "kronecker":
                     A[i] += torch.einsum("btc,btd->cd", a, a).to(f64)
                 S[i] += torch.einsum("brto,brtq->oq", g, g).to(f64)
                 T[i] = a.shape[1]
@@ -137,6 +142,9 @@ class KFACSolver(Solver):
             lam_s, QS = torch.linalg.eigh(S[i] / (n * T[i]))
             if kind == "rows":  # eigenvalues and input bases come from the refit
                 self.factors.append({"QS": QS})
+                continue
+            if self.blocks[i].kind == "embedding":  # Q_A = I: the one-hot directions
+                self.factors.append({"QS": QS, "eigenvalues": lam_s.clamp_min(0)[:, None] * (A[i] / n)[None, :]})
                 continue
             lam_a, QA = torch.linalg.eigh(A[i] / n)
             # the factors are PSD; eigh can return tiny negatives from round-off
@@ -171,7 +179,9 @@ class KFACSolver(Solver):
                 # accumulated over batches in float64
                 fc, linear = self.factors[i], a.shape[1] == 1  # one position: Linear
                 gq = g @ fc["QS"].to(g.dtype)
-                if kinds[i] == "rows" and linear:  # sum_r (q_i^T g_r)^2 a a^T: no per-example G needed
+                if self.blocks[i].kind == "embedding":
+                    acc[i] += _embedding_squares(gq, a, self.blocks[i].cols).to(f64)
+                elif kinds[i] == "rows" and linear:  # sum_r (q_i^T g_r)^2 a a^T: no per-example G needed
                     w, a0 = (gq[:, :, 0] ** 2).sum(1), a[:, 0]
                     acc[i] += torch.einsum("bo,bc,bd->ocd", w, a0, a0).to(f64)
                 elif kinds[i] == "rows":
@@ -192,7 +202,10 @@ class KFACSolver(Solver):
 
     def _kind(self, blk: LayerBlock) -> str:
         """How a layer's block is kept: "exact" (``exact_block``), "rows" (EK-FAC's per-row input
-        bases, ``row_bases``) or "kronecker" (Q_S (x) Q_A with a diagonal)."""
+        bases, ``row_bases``) or "kronecker" (Q_S (x) Q_A with a diagonal; an embedding always,
+        as ``find_layers`` made a small one a generic block)."""
+        if blk.kind == "embedding":
+            return "kronecker"
         if blk.d_out * blk.cols <= self.exact_block:
             return "exact"
         if self.corrected and blk.d_out * blk.cols ** 2 <= self.row_bases:
@@ -227,6 +240,8 @@ class KFACSolver(Solver):
                 U = fc["UA"]
                 M = torch.einsum("ocd,koc->kod", U, fc["QS"].T @ M) / fc["denominator"]
                 M = fc["QS"] @ torch.einsum("ocd,kod->koc", U, M)
+            elif blk.kind == "embedding":  # Q_A = I
+                M = fc["QS"] @ ((fc["QS"].T @ M) / fc["denominator"])
             else:
                 M = fc["QS"].T @ M @ fc["QA"]
                 M = fc["QS"] @ (M / fc["denominator"]) @ fc["QA"].T
@@ -236,6 +251,20 @@ class KFACSolver(Solver):
     def settings(self) -> dict[str, Any]:
         return {"solver": self.name, "damping": "auto" if self.auto_damping else self.damping,
                 "fisher": self.fisher, "batch_size": self.batch_size, "exact_block": self.exact_block}
+
+
+def _embedding_squares(gq: Tensor, tokens: Tensor, vocab: int) -> Tensor:
+    """EK-FAC's squared entries for an embedding: sum over examples and pseudo-gradients of
+    ((Q_S^T G_br)_jv)^2 [d, V], where column v of G_br sums the output gradients gq [B, R, T, d]
+    (already rotated by Q_S) over the positions t holding token v (tokens [B, T]). A token
+    repeated within an example adds inside the square, so positions are first merged per
+    (example, token)."""
+    B, R, T, d = gq.shape
+    keys = (torch.arange(B, device=tokens.device)[:, None] * vocab + tokens).reshape(-1)
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    rows = gq.permute(0, 2, 1, 3).reshape(B * T, R, d)
+    merged = rows.new_zeros(len(uniq), R, d).index_add_(0, inv, rows)
+    return rows.new_zeros(d, vocab).index_add_(1, uniq % vocab, (merged ** 2).sum(1).T)
 
 
 @register

@@ -23,7 +23,7 @@ class PCGSolver(CGSolver):
         fisher, batch_size, exact_block, row_bases: of the EK-FAC preconditioner (see ``KFACSolver``,
             ``EKFACSolver``).
 
-    The preconditioner needs the parameters in scope to be Linear/Conv2d layers or other modules
+    The preconditioner needs the parameters in scope to be Linear/Conv2d/Embedding layers or modules
     of at most ``exact_block`` parameters (``UnsupportedLayerError`` otherwise: use ``cg``).
     After ``solve``: ``residuals``, ``iterations`` as for CG; ``preconditioner_solver`` is the
     fitted EK-FAC.
