@@ -254,7 +254,10 @@ class LayerCapture:
             g = torch.stack([torch.cat([out_rows(m, c[pos + j]) for j in range(calls)], 1) for c in cot], 1)
             pos += calls
             if blk.kind == "embedding":
-                out.append((torch.cat([t.reshape(t.shape[0], -1) for t in inputs[i]], 1), g))
+                tokens = torch.cat([t.reshape(t.shape[0], -1) for t in inputs[i]], 1)
+                if m.padding_idx is not None:  # the padding row gets no gradient from its positions
+                    g = g * (tokens != m.padding_idx)[:, None, :, None]
+                out.append((tokens, g))
                 continue
             a = torch.cat([patches(m, t) for t in inputs[i]], 1)
             parts = [a] if blk.weight is not None else []

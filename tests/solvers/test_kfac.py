@@ -294,6 +294,18 @@ def test_ekfac_embedding_eigenvalues_are_the_squared_rotated_token_gradients():
     torch.testing.assert_close(_embedding_squares(g @ QS, a, 9), ref * obj.n, rtol=1e-10, atol=1e-13)
 
 
+def test_an_embedding_padding_row_gets_no_gradient_and_no_curvature():
+    (emb, X), _, y = _bag_problem()
+    emb.emb.padding_idx = 0
+    obj = ik.Objective(emb, "cross_entropy", (X, y), l2=1e-3)
+    G = obj.grads(X, y)
+    assert G[:, :3].abs().max() == 0 and (X == 0).any()  # emb.weight row 0 = the padding row
+    torch.testing.assert_close(ik.layers.LayerCapture(obj).gradients(X, y), G, rtol=0, atol=1e-13)
+    for name in ("kfac", "ekfac"):
+        s = ik.make_solver(name, damping=0.01, exact_block=0).fit(obj)
+        assert s.factors[0]["eigenvalues"][:, 0].abs().max() == 0  # column 0 of [d, V]: the padding token
+
+
 def test_an_embedding_with_max_norm_is_refused():
     m = _Bag()
     m.emb = nn.Embedding(9, 3, max_norm=1.0)

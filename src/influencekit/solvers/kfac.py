@@ -144,6 +144,9 @@ class KFACSolver(Solver):
                 self.factors.append({"QS": QS})
                 continue
             if self.blocks[i].kind == "embedding":  # Q_A = I: the one-hot directions
+                pad = self.capture.modules[i].padding_idx
+                if pad is not None:  # its positions carry no gradient (zeroed in the capture)
+                    A[i][pad] = 0.0
                 self.factors.append({"QS": QS, "eigenvalues": lam_s.clamp_min(0)[:, None] * (A[i] / n)[None, :]})
                 continue
             lam_a, QA = torch.linalg.eigh(A[i] / n)
