@@ -199,7 +199,10 @@ class LayerCapture:
         obj = self.objective
         return {**obj.unflatten(obj.theta), **obj.fixed}
 
-    def capture(self, x: Tensor, y: Tensor, fisher: str = "empirical") -> list[tuple[Tensor, Tensor]]:
+    def capture(self, x: Tensor, y: Tensor, fisher: str = "empirical",
+                only: list[int] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """``only``: indices of the blocks to capture (default all); the result has one entry
+        per index, in increasing order."""
         if fisher not in FISHER_TYPES:
             raise InputError(f"fisher must be one of {FISHER_TYPES}, got {fisher!r}.")
         obj = self.objective
@@ -224,7 +227,8 @@ class LayerCapture:
 
             return fn
 
-        handles = [m.register_forward_hook(hook(i), with_kwargs=True) for i, m in enumerate(self.modules)]
+        chosen = range(len(self.blocks)) if only is None else sorted(only)
+        handles = [self.modules[i].register_forward_hook(hook(i), with_kwargs=True) for i in chosen]
         try:
             with torch.enable_grad():
                 f = functional_call(self.model, self._params(), (x,))
@@ -240,7 +244,8 @@ class LayerCapture:
         out = []
         pos = 0
         params = self._params()
-        for i, (blk, m) in enumerate(zip(self.blocks, self.modules)):
+        for i in chosen:
+            blk, m = self.blocks[i], self.modules[i]
             calls = len(probes[i])
             if calls == 0:
                 raise InputError(f"layer {blk.name} is in scope but was not called in the forward pass; leave its "

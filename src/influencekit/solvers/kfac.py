@@ -169,15 +169,14 @@ class KFACSolver(Solver):
           block in Frobenius norm (both keep its trace).
         """
         f64, kinds = torch.float64, self.kinds
-        if all(k == "exact" for k in kinds):  # exact blocks have their own eigenvalues
+        todo = [i for i, k in enumerate(kinds) if k != "exact"]  # exact blocks have their own eigenvalues
+        if not todo:
             return
         acc = [None if k == "exact" else torch.zeros((b.d_out, b.cols, b.cols) if k == "rows" else (b.d_out, b.cols),
                                                      dtype=f64, device=objective.device)
                for b, k in zip(self.blocks, kinds)]
         for _, x, y in self._batches(objective):
-            for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
-                if kinds[i] == "exact":
-                    continue
+            for i, (a, g) in zip(todo, self.capture.capture(x, y, self.fisher, only=todo)):
                 # rows in the output eigenbasis; per-batch sums in the objective's dtype,
                 # accumulated over batches in float64
                 fc, linear = self.factors[i], a.shape[1] == 1  # one position: Linear
