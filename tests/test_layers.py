@@ -66,6 +66,17 @@ def test_ggn_pseudo_gradients_reproduce_the_hessian_of_a_linear_softmax_model():
     torch.testing.assert_close(ggn + 0.1 * torch.eye(15, dtype=torch.float64), obj.hessian(), rtol=0, atol=1e-12)
 
 
+def test_capturing_only_some_layers_gives_their_entries_of_the_full_capture():
+    g = torch.Generator().manual_seed(7)
+    X, y = torch.randint(0, 7, (20, 3), generator=g), torch.randint(0, 3, (20,), generator=g)
+    cap = LayerCapture(ik.Objective(_Pair().double(), "cross_entropy", (X, y)), generic=100)
+    full = cap.capture(X, y, "ggn")
+    part = cap.capture(X, y, "ggn", only=[3, 1])
+    assert len(part) == 2  # blocks 1 (ln, generic) and 3 (head, linear), in increasing order
+    torch.testing.assert_close(part[0][1], full[1][1], rtol=0, atol=0)
+    torch.testing.assert_close(part[1], full[3], rtol=0, atol=0)
+
+
 def test_the_users_model_is_not_modified():
     X, y = _data((5,))
     model = nn.Sequential(nn.Linear(5, 3)).double()
