@@ -3,13 +3,12 @@
     OMP_NUM_THREADS=1 python benchmarks/uses/mislabel_mnist10_sweep.py [--data-dir DIR] [--n-train 5000]
         [--seeds 0 1 2] [--l2 1e-2 1e-3 1e-4 1e-5 1e-6] [--tag ""]
 
-For each flip seed and L2: the subset of ``influencekit mislabel --dataset mnist --classes all``
-(a seeded random ``--n-train`` of the 60,000 training images; all of them with 0), 10% of its labels
-flipped to a random other class, ``uses.mislabel.run`` (exact closed-form multinomial self-influence,
-``uses.fit.multinomial_self_influence``; refits after fixing 0% and 10%), and the rule's validation
-accuracy (the same model fitted on 80% of the noisy training set, scored against the noisy labels of
-the other 20%: the split of ``run_net(validate=True)``). Appends rows to
-``mislabel_mnist10_sweep.json`` under ``rows<tag>``.
+For each flip seed and L2: the data of ``influencekit mislabel --dataset mnist --classes all``
+(``commands.mislabel.load``: a seeded random ``--n-train`` of the 60,000 training images; all of
+them with 0), 10% of its labels flipped to a random other class, ``uses.mislabel.run`` (exact
+closed-form multinomial self-influence, ``uses.fit.multinomial_self_influence``; refits after fixing
+0% and 10%) with ``validate=True`` (the rule's validation accuracy, ``uses.mislabel.validation_accuracy``).
+Appends rows to ``mislabel_mnist10_sweep.json`` under ``rows<tag>``.
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from influencekit import datasets
+from influencekit.commands.mislabel import load
 from influencekit.errors import ConvergenceWarning
 from influencekit.uses import mislabel as ml
-from influencekit.uses.fit import accuracy, fit_linear
 
 HERE = Path(__file__).resolve().parent
 torch.set_num_threads(1)
@@ -40,27 +38,21 @@ def main() -> None:
     ap.add_argument("--l2", nargs="*", type=float, default=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
-    Xa, ya, Xte, yte = datasets.mnist(args.data_dir, classes=None, flatten=True, dtype=torch.float64)
-    Xtr, ytr = Xa, ya
-    if args.n_train and args.n_train < len(Xa):  # the subset of commands.mislabel.load (seed 0)
-        idx = torch.randperm(len(Xa), generator=torch.Generator().manual_seed(0))[:args.n_train].sort().values
-        Xtr, ytr = Xa[idx], ya[idx]
+    data = load("mnist", args.data_dir, 0, n_train=args.n_train, classes="all")
+    (Xtr, ytr), (Xte, yte) = data["train"], data["test"]
     n = len(ytr)
     path = HERE / "mislabel_mnist10_sweep.json"
     out = json.loads(path.read_text()) if path.exists() else {}
     rows = out.setdefault("rows" + args.tag, [])
     for seed, l2 in itertools.product(args.seeds, args.l2):
         t = time.perf_counter()
-        noisy, _ = ml.flip_labels(ytr, 0.1, seed)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7))
-        k = int(round(0.8 * n))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            val = accuracy(fit_linear(Xtr[perm[:k]], noisy[perm[:k]], l2, 10), Xtr[perm[k:]], noisy[perm[k:]])
-            r = ml.run((Xtr, ytr), (Xte, yte), l2=l2, seed=seed, retrain_at=(0.0, 0.1))
+            r = ml.run((Xtr, ytr), (Xte, yte), l2=l2, seed=seed, retrain_at=(0.0, 0.1), validate=True)
+        val = r.val_accuracy
         row = {"n": n, "seed": seed, "l2": l2, "val_accuracy": val, "clean_accuracy": r.clean_accuracy,
                "noisy_accuracy": r.noisy_accuracy, "flips_fitted": r.flips_fitted, "found_at_10pct": r.at(0.1),
-               "accuracy_after_fixing_10pct": {k_: float(v[1]) for k_, v in r.accuracy.items()},
+               "accuracy_after_fixing_10pct": {k: float(v[1]) for k, v in r.accuracy.items()},
                "convergence_warnings": len([w for w in caught if issubclass(w.category, ConvergenceWarning)]),
                "seconds": time.perf_counter() - t}
         rows.append(row)

@@ -229,9 +229,10 @@ class LayerCapture:
 
         chosen = range(len(self.blocks)) if only is None else sorted(only)
         handles = [self.modules[i].register_forward_hook(hook(i), with_kwargs=True) for i in chosen]
+        params = self._params()
         try:
             with torch.enable_grad():
-                f = functional_call(self.model, self._params(), (x,))
+                f = functional_call(self.model, params, (x,))
                 leaves = [p for ps in probes for p in ps]
                 if fisher == "empirical":
                     cot = [torch.autograd.grad(obj.loss_fn(f, y).sum(), leaves)]
@@ -243,7 +244,6 @@ class LayerCapture:
                 h.remove()
         out = []
         pos = 0
-        params = self._params()
         for i in chosen:
             blk, m = self.blocks[i], self.modules[i]
             calls = len(probes[i])
@@ -251,7 +251,7 @@ class LayerCapture:
                 raise InputError(f"layer {blk.name} is in scope but was not called in the forward pass; leave its "
                                  "parameters out of params.")
             if blk.kind == "generic":  # sum over the calls of the per-example module VJPs
-                Z = sum(torch.stack([_module_gradients(m, blk, params, inputs[i][j], c[pos + j]) for c in cot], 1)
+                Z = sum(_module_gradients(m, blk, params, inputs[i][j], torch.stack([c[pos + j] for c in cot], 1))
                         for j in range(calls))
                 pos += calls
                 out.append((None, Z))
@@ -288,14 +288,15 @@ class LayerCapture:
 
 
 def _module_gradients(m: nn.Module, blk: LayerBlock, params: dict[str, Tensor], args: tuple,
-                      cot: Tensor) -> Tensor:
-    """Per-example gradients [B, P] of <cot_b, m(args_b)> with respect to the generic block's
-    parameters (in ``blk.params`` order), from one VJP of the module per example under vmap.
+                      cots: Tensor) -> Tensor:
+    """Per-example gradients [B, R, P] of <cots_br, m(args_b)> with respect to the generic block's
+    parameters (in ``blk.params`` order), for cotangents cots [B, R, *out]: one forward and VJP of
+    the module per example (vmap over b), its pullback applied to the R cotangents (vmap over r).
     ``params``: the objective's tensors by full name; the module's other entries stay constant."""
     prefix = f"{blk.name}." if blk.name else ""
     local = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
     names = [pn for pn, _ in blk.params]
-    B = cot.shape[0]
+    B = cots.shape[0]
     batched = [isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == B for t in args]
 
     def one(c, *xs):
@@ -305,9 +306,9 @@ def _module_gradients(m: nn.Module, blk: LayerBlock, params: dict[str, Tensor], 
             return functional_call(m, {**local, **dict(zip(names, ps))}, xs).squeeze(0)
 
         _, pullback = vjp(f, *[local[k] for k in names])
-        return torch.cat([g.reshape(-1) for g in pullback(c)])
+        return vmap(lambda cr: torch.cat([g.reshape(-1) for g in pullback(cr)]))(c)
 
-    return vmap(one, in_dims=(0, *[0 if b else None for b in batched]))(cot, *args)
+    return vmap(one, in_dims=(0, *[0 if b else None for b in batched]))(cots, *args)
 
 
 def patches(m: nn.Module, t: Tensor) -> Tensor:

@@ -101,22 +101,21 @@ def mislabel_figure(result, title: str) -> bytes:
     means with +-1 standard deviation shaded."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     names = {"self_influence": "|self-influence|", "loss": "training loss", "random": "random"}
-    found_std = getattr(result, "found_std", None)
-    acc_std = getattr(result, "accuracy_std", None)
     for k, v in result.found.items():
         line, = a.plot(result.fractions, v, label=names.get(k, k))
-        if found_std is not None:
-            a.fill_between(result.fractions, v - found_std[k], v + found_std[k], color=line.get_color(), alpha=0.25)
+        if result.found_std is not None:
+            sd = result.found_std[k]
+            a.fill_between(result.fractions, v - sd, v + sd, color=line.get_color(), alpha=0.25)
     a.set_xlabel("fraction of training data checked")
     a.set_ylabel("fraction of flipped labels found")
-    repeats = getattr(result, "repeats", None)
-    a.set_title(title + (f"\nmean of {len(repeats)} flip seeds, +-1 s.d." if repeats else ""), fontsize=8)
+    a.set_title(title + (f"\nmean of {len(result.repeats)} flip seeds, +-1 s.d." if result.repeats else ""),
+                fontsize=8)
     a.legend(fontsize=8)
     checked = np.asarray(result.retrain_at) if hasattr(result, "retrain_at") else None
     for k, v in result.accuracy.items():
         xs = checked if checked is not None else np.linspace(0, 1, len(v))
-        if acc_std is not None:
-            b.errorbar(xs, v, yerr=acc_std[k], marker="o", capsize=2, label=names.get(k, k))
+        if result.accuracy_std is not None:
+            b.errorbar(xs, v, yerr=result.accuracy_std[k], marker="o", capsize=2, label=names.get(k, k))
         else:
             b.plot(xs, v, marker="o", label=names.get(k, k))
     b.axhline(result.clean_accuracy, color="k", ls="--", lw=0.8, label="no labels flipped")

@@ -88,7 +88,7 @@ class MislabelResult:
     convention: str = SIGN_CONVENTION
     model: str = "linear"                # "linear" (run) or a network description (run_net)
     flips_fitted: float | None = None    # fraction of flipped points the noisy model predicts as their wrong label
-    val_accuracy: float | None = None    # run_net(validate=True): accuracy on a held-out 20% of the noisy labels
+    val_accuracy: float | None = None    # validate=True: ``validation_accuracy`` (held-out 20%, noisy labels)
     # ``aggregate`` of several flip seeds: found / accuracy / clean / noisy above are means over them,
     # these their standard deviations; ``repeats`` holds each seed's numbers (the rest is the first seed's)
     found_std: dict[str, np.ndarray] | None = None
@@ -151,12 +151,27 @@ def aggregate(results: list[MislabelResult], seeds: list[int]) -> MislabelResult
         repeats=[{"seed": s} | r.summary() for s, r in zip(seeds, results)])
 
 
+def validation_accuracy(fit, X: Tensor, noisy: Tensor, seed: int) -> float:
+    """Accuracy, against the noisy labels, on a seeded 20% of (X, noisy) of ``fit(X80, noisy80)``
+    trained on the other 80%: what one can measure without checking a label (the rule for choosing
+    a model's L2 or recipe)."""
+    perm = torch.randperm(len(noisy), generator=torch.Generator().manual_seed(seed + 7))
+    k = int(round(0.8 * len(noisy)))
+    return accuracy(fit(X[perm[:k]], noisy[perm[:k]]), X[perm[k:]], noisy[perm[k:]])
+
+
+def flips_fitted(model: torch.nn.Module, X: Tensor, noisy: Tensor, flipped: Tensor) -> float:
+    """Fraction of the flipped training points the model predicts as their (wrong) given label."""
+    return float((predict(model, X[flipped]) == noisy[flipped]).double().mean())
+
+
 def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float = 1e-2, fraction: float = 0.1,
         fractions: np.ndarray | None = None, retrain_at: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3),
-        solver: str = "auto", seed: int = 0, progress: bool = False) -> MislabelResult:
+        solver: str = "auto", seed: int = 0, validate: bool = False, progress: bool = False) -> MislabelResult:
     """The whole experiment on a linear model (logistic / multinomial regression with L2 ``l2``):
     flip ``fraction`` of the training labels of (X [n, d], y [n]), rank, measure the detection
-    curves on ``fractions`` and the recovered test accuracy at the fractions ``retrain_at``.
+    curves on ``fractions`` and the recovered test accuracy at the fractions ``retrain_at``;
+    ``validate``: also record ``validation_accuracy`` in ``val_accuracy``.
 
     ``solver``: ``auto`` takes the exact closed forms ``fit.logistic_self_influence`` (2 classes; any
     p: no p x p Hessian when p > n) and ``fit.multinomial_self_influence`` (more classes; one Cholesky
@@ -166,6 +181,7 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
     classes = max(int(ytr.max()) + 1, 2)
     fractions = np.linspace(0, 0.5, 51) if fractions is None else np.asarray(fractions)
     noisy, flipped = flip_labels(ytr, fraction, seed)
+    val_acc = validation_accuracy(lambda X, y: fit_linear(X, y, l2, classes), Xtr, noisy, seed) if validate else None
     clean_acc = accuracy(fit_linear(Xtr, ytr, l2, classes), Xte, yte)
     model = fit_linear(Xtr, noisy, l2, classes)
     inf = Influence(model, loss_name(classes), (Xtr, noisy), l2=l2,
@@ -188,7 +204,7 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
                           noisy_accuracy=accuracy(model, Xte, yte), n=len(ytr), n_flipped=len(flipped),
                           p=inf.objective.p, flipped=flipped, order=order,
                           self_influence=self_inf, losses=losses, noisy=noisy, convention=SIGN_CONVENTION,
-                          flips_fitted=float((predict(model, Xtr[flipped]) == noisy[flipped]).double().mean()))
+                          flips_fitted=flips_fitted(model, Xtr, noisy, flipped), val_accuracy=val_acc)
 
 
 def fit_net(X: Tensor, y: Tensor, classes: int, *, hidden: tuple[int, ...] = (32,), epochs: int = 100,
@@ -225,11 +241,7 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
     fractions = np.linspace(0, 0.5, 51) if fractions is None else np.asarray(fractions)
     recipe = dict(hidden=tuple(hidden), epochs=epochs, l2=l2, lr=lr, batch_size=batch_size, seed=seed)
     noisy, flipped = flip_labels(ytr, fraction, seed)
-    val_acc = None
-    if validate:
-        perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(seed + 7))
-        k = int(round(0.8 * len(ytr)))
-        val_acc = accuracy(fit_net(Xtr[perm[:k]], noisy[perm[:k]], classes, **recipe), Xtr[perm[k:]], noisy[perm[k:]])
+    val_acc = validation_accuracy(lambda X, y: fit_net(X, y, classes, **recipe), Xtr, noisy, seed) if validate else None
     clean_acc = accuracy(fit_net(Xtr, ytr, classes, **recipe), Xte, yte)
     model = fit_net(Xtr, noisy, classes, **recipe)
     with warnings.catch_warnings():  # Adam stops short of a stationary point; the damping covers it
@@ -248,13 +260,13 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
         fixed = noisy.clone()
         fixed[checked] = ytr[checked]  # checking a label reveals (and restores) the true one
         acc[k].append(accuracy(fit_net(Xtr, fixed, classes, **recipe), Xte, yte))
-    fitted = float((predict(model, Xtr[flipped]) == noisy[flipped]).double().mean())
     desc = f"MLP {'-'.join(str(h) for h in (Xtr[0].numel(), *hidden, classes))} tanh, {epochs} epochs Adam, l2 = {l2:g}"
     return MislabelResult(fractions=fractions, found=found, retrain_at=np.asarray(retrain_at),
                           accuracy={k: np.array(v) for k, v in acc.items()}, clean_accuracy=clean_acc,
                           noisy_accuracy=noisy_acc, n=len(ytr), n_flipped=len(flipped), p=inf.objective.p,
                           flipped=flipped, order=order, self_influence=self_inf, losses=losses, noisy=noisy,
-                          convention=SIGN_CONVENTION, model=desc, flips_fitted=fitted, val_accuracy=val_acc)
+                          convention=SIGN_CONVENTION, model=desc,
+                          flips_fitted=flips_fitted(model, Xtr, noisy, flipped), val_accuracy=val_acc)
 
 
 # ---- data ------------------------------------------------------------------------------------
