@@ -136,13 +136,10 @@ def enron_settings(only=None):
 
 
 def enron_matrices(docs, labels, feats, vocab, min_df, seed=0):
-    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+    from sklearn.feature_extraction.text import TfidfTransformer
 
-    perm = np.random.default_rng(seed).permutation(len(docs))  # the split of ml.enron_features
-    n_test = int(round(0.2 * len(docs)))
-    te, tr = perm[:n_test], perm[n_test:]
-    vec = CountVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", stop_words="english",
-                          max_features=vocab, min_df=min_df)
+    tr, te = ml.enron_split(len(docs), seed=seed)  # the split and words of ml.enron_features
+    vec = ml.enron_vectorizer(vocab, min_df)
     Ctr = vec.fit_transform([docs[i] for i in tr]).astype(np.float64)
     Cte = vec.transform([docs[i] for i in te]).astype(np.float64)
     if feats == "log1p":

@@ -80,13 +80,10 @@ def load(dataset: str, data_dir: str | None, seed: int, vocabulary: int | None =
         return {"train": (Xtr, ytr), "test": (Xte, yte), "side": 28, "classes": "all" if ten else "1v7",
                 "desc": ("MNIST 10 classes" if ten else "MNIST 1 vs 7") + kind}
     docs, labels = datasets.enron(data_dir)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(docs))
-    n_test = int(round(0.2 * len(docs)))
     feats = ENRON[setup]
     Xtr, ytr, Xte, yte, vocab = ml.enron_features(docs, labels, max_features=vocabulary or None, seed=seed,
                                                   counts=feats["counts"], min_df=feats["min_df"])
-    train_docs = [docs[i] for i in perm[n_test:]]  # same split as enron_features (same seed)
+    train_docs = [docs[i] for i in ml.enron_split(len(docs), seed=seed)[0]]  # the rows of Xtr
     return {"train": (Xtr, ytr), "test": (Xte, yte), "docs": train_docs,
             "desc": f"Enron1 spam, bag of words ({len(vocab)} words, {feats['counts']} counts), logistic regression"}
 

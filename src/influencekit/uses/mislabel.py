@@ -271,6 +271,22 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
 
 # ---- data ------------------------------------------------------------------------------------
 
+def enron_split(n: int, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) of n emails: a seeded permutation, the first ``test_fraction`` test."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return perm[n_test:], perm[:n_test]
+
+
+def enron_vectorizer(max_features: int | None = None, min_df: int = 2):
+    """scikit-learn's CountVectorizer for emails: lower-cased alphabetic words of >= 2 letters,
+    English stop words removed, words in >= ``min_df`` documents (or the ``max_features`` most frequent)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    return CountVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", stop_words="english",
+                           max_features=max_features, min_df=min_df)
+
+
 def enron_features(docs: list[str], labels: np.ndarray, *, max_features: int | None = None, min_df: int = 2,
                    counts: str = "log1p", test_fraction: float = 0.2,
                    seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
@@ -281,14 +297,8 @@ def enron_features(docs: list[str], labels: np.ndarray, *, max_features: int | N
     Returns (X_train, y_train, X_test, y_test, vocabulary), float64 (dense)."""
     if counts not in ("log1p", "raw"):
         raise InputError(f"counts must be 'log1p' or 'raw', got {counts!r}.")
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(docs))
-    n_test = int(round(test_fraction * len(docs)))
-    te, tr = perm[:n_test], perm[n_test:]
-    vec = CountVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", stop_words="english",
-                          max_features=max_features, min_df=min_df)
+    tr, te = enron_split(len(docs), test_fraction, seed)
+    vec = enron_vectorizer(max_features, min_df)
     Xtr = vec.fit_transform([docs[i] for i in tr])
     Xte = vec.transform([docs[i] for i in te])
     scale = np.log1p if counts == "log1p" else np.asarray
