@@ -17,7 +17,7 @@ line search, so its result does not jump with round-off the way L-BFGS's can.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -73,24 +73,35 @@ def minimize(objective: Objective, weights: Tensor | None = None, theta0: Tensor
     For a convex objective this is the global minimiser; for a network, the stationary point
     reached from the warm start (the local basin influence linearises).
     """
-    theta = (objective.theta if theta0 is None else theta0).detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, tolerance_grad=grad_tol,
-                            tolerance_change=1e-16 if objective.dtype == torch.float64 else 1e-10,
-                            history_size=history, line_search_fn="strong_wolfe")
-
-    def closure():
-        val, g = weighted_risk(objective, theta.detach(), weights)
-        theta.grad = g
-        return val
-
-    opt.step(closure)
-    theta = newton(objective, theta.detach(), weights, steps=newton_steps)
+    theta0 = objective.theta if theta0 is None else theta0
+    theta = lbfgs(lambda t: weighted_risk(objective, t, weights), theta0, grad_tol=grad_tol, max_iter=max_iter,
+                  history=history)
+    theta = newton(objective, theta, weights, steps=newton_steps)
     _, g = weighted_risk(objective, theta, weights)
     gmax = g.abs().max().item()
     if gmax > 10 * grad_tol:
         warnings.warn(ConvergenceWarning(f"retraining stopped with max|grad| = {gmax:.2e} > {grad_tol:.1e}; "
                                          "raise max_iter or use float64."), stacklevel=2)
     return theta
+
+
+def lbfgs(risk: Callable[[Tensor], tuple[Tensor, Tensor]], theta0: Tensor, *, grad_tol: float = 1e-9,
+          max_iter: int = 2000, history: int = 50) -> Tensor:
+    """argmin of a smooth ``risk(theta) -> (value, gradient [p])`` by full-batch L-BFGS with a strong
+    Wolfe line search from ``theta0`` [p]; stops at max|grad| <= ``grad_tol`` or after ``max_iter``
+    iterations (the caller judges the final gradient). Returns theta [p]."""
+    theta = theta0.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, tolerance_grad=grad_tol,
+                            tolerance_change=1e-16 if theta.dtype == torch.float64 else 1e-10,
+                            history_size=history, line_search_fn="strong_wolfe")
+
+    def closure():
+        val, g = risk(theta.detach())
+        theta.grad = g
+        return val
+
+    opt.step(closure)
+    return theta.detach()
 
 
 def newton(objective: Objective, theta: Tensor | None = None, weights: Tensor | None = None, *,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from ..errors import ConvergenceWarning, InputError
 from ..models import LogisticRegression
-from ..objective import Objective
-from ..retrain import minimize, weighted_risk
+from ..retrain import lbfgs
 
 
 def linear_model(d: int, classes: int, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -28,33 +31,79 @@ def loss_name(classes: int) -> str:
     return "logistic" if classes == 2 else "cross_entropy"
 
 
+#: below this share of nonzero entries ``fit_linear`` multiplies by a sparse (CSR) copy of X: Enron's
+#: bag of words (0.7% nonzero) then costs ~1/30 of the dense products per L-BFGS step.
+SPARSE_BELOW = 0.05
+
+
+def _csr(X: Tensor) -> Tensor:
+    """X as a sparse CSR tensor (torch warns that CSR support is beta; the two products used here are not)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return X.to_sparse_csr()
+
+
+def linear_risk(X: Tensor, y: Tensor, l2: float, classes: int) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2 of ``linear_model(d, classes)`` and its
+    gradient, as a function theta [p] -> (value, gradient [p]), theta in ``Objective``'s order (weight
+    [K, d] row by row, then bias [K]; K = 1 logit for 2 classes, else K = classes).
+
+    Closed form, one product with X and one with X^T per call: the gradient of the loss in the logits
+    is r_i = sigma(f_i) - y_i (logistic) or softmax(f_i) - e_{y_i} (cross-entropy), so
+    grad_W = R^T X / n and grad_b = sum_i r_i / n. X [n, d] is dense or sparse CSR (then products
+    cost its nonzeros, not n d).
+    """
+    n, d = X.shape
+    XT = _csr(X.t()) if X.layout == torch.sparse_csr else X.T
+    binary = classes == 2
+    K = 1 if binary else classes
+    target = (y > 0).to(X.dtype)[:, None] if binary else F.one_hot(y.long(), classes).to(X.dtype)
+
+    def risk(theta: Tensor) -> tuple[Tensor, Tensor]:
+        W, b = theta[:-K].reshape(K, d), theta[-K:]
+        f = X @ W.T + b                                                # logits [n, K]
+        if binary:  # softplus(-s f) = softplus(f) - y01 f
+            loss, r = F.softplus(f) - target * f, torch.sigmoid(f) - target
+        else:
+            loss = torch.logsumexp(f, 1, keepdim=True) - (target * f).sum(1, keepdim=True)
+            r = torch.softmax(f, 1) - target
+        g = torch.cat([(XT @ r).T.reshape(-1), r.sum(0)]) / n + l2 * theta
+        return loss.sum() / n + 0.5 * l2 * theta.dot(theta), g
+
+    return risk
+
+
 def fit_linear(X: Tensor, y: Tensor, l2: float, classes: int | None = None, *, init: nn.Module | None = None,
                max_iter: int = 1000) -> nn.Module:
     """argmin (1/n) sum L + (l2/2)||theta||^2 of a linear model on (X [n, d], y [n]).
 
-    L-BFGS from ``init``'s parameters (a model of the same shape; default zeros), then, for
-    p <= 300, Newton steps with the explicit Hessian until max|grad| < 1e-10 (weakly regularised
-    fits stall in L-BFGS long before that).
+    L-BFGS on ``linear_risk`` (through a sparse copy of X when under ``SPARSE_BELOW`` of it is
+    nonzero) from ``init``'s parameters (a model of the same shape, not modified; default zeros),
+    then, for p <= 300, Newton steps with the explicit Hessian until max|grad| < 1e-10 (weakly
+    regularised fits stall in L-BFGS long before that).
     """
-    classes = int(y.max()) + 1 if classes is None else classes
-    classes = max(classes, 2)
-    model = linear_model(X.shape[1], classes, X.dtype) if init is None else init
-    obj = Objective(model, loss_name(classes), (X, y), l2=l2, batch_size=4096)
-    small = obj.p <= 300
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # judged below
-        theta = minimize(obj, grad_tol=1e-8, max_iter=200 if small else max_iter)
-    _, g = weighted_risk(obj, theta)
+    classes = max(int(y.max()) + 1 if classes is None else classes, 2)
+    model = linear_model(X.shape[1], classes, X.dtype) if init is None else copy.deepcopy(init)
+    theta = parameters_to_vector(model.parameters()).detach()
+    Xf = X.reshape(len(X), -1)
+    if Xf.count_nonzero() < SPARSE_BELOW * Xf.numel():
+        Xf = _csr(Xf)
+    risk = linear_risk(Xf, y, l2, classes)
+    small = theta.numel() <= 300
+    theta = lbfgs(risk, theta, grad_tol=1e-8, max_iter=200 if small else max_iter)
+    _, g = risk(theta)
+    hessian = logistic_hessian if classes == 2 else multinomial_hessian
     for _ in range(5 if small else 0):
         if g.abs().max() < 1e-10:
             break
-        H = Objective(obj.to_model(theta), obj.loss_fn, (X, y), l2=l2, batch_size=4096).hessian()
-        theta = theta - torch.linalg.solve(H, g)
-        _, g = weighted_risk(obj, theta)
+        vector_to_parameters(theta, model.parameters())
+        theta = theta - torch.linalg.solve(hessian(model, X, y, l2).to(theta.dtype), g)
+        _, g = risk(theta)
     if g.abs().max() > 1e-6:
         warnings.warn(ConvergenceWarning(f"linear fit stopped with max|grad| = {g.abs().max():.1e}; influence "
                                          "assumes a stationary point: raise max_iter or l2."), stacklevel=2)
-    return obj.to_model(theta).eval()
+    vector_to_parameters(theta, model.parameters())
+    return model.eval()
 
 
 def predict(model: nn.Module, X: Tensor) -> Tensor:
