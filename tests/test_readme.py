@@ -1,0 +1,36 @@
+"""The README's "Use it" snippet runs as printed and means what it says."""
+
+import re
+from pathlib import Path
+
+import torch
+
+from influencekit.uses.fit import fit_linear
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _snippet() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README.md has no ```python block"
+    return blocks[0]
+
+
+def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retraining():
+    g = torch.Generator().manual_seed(0)
+    X_train = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    y_train = (X_train[:, :3] + 0.5 * torch.randn(40, 3, generator=g, dtype=torch.float64)).argmax(1)
+    X_test, y_test = X_train[:5] + 0.1, y_train[:5]
+    model = fit_linear(X_train, y_train, 1e-3, classes=3)  # trained with the snippet's l2, to a stationary point
+    ns = {"model": model, "X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test}
+    exec(compile(_snippet(), str(README), "exec"), ns)
+
+    m, n = len(X_test), len(X_train)
+    assert ns["scores"].shape == (m, n) and ns["change"].shape == (m, n) and ns["selfinf"].shape == (n,)
+    torch.testing.assert_close(ns["change"], -ns["scores"] / n)  # loo = -(1/n) I_up,loss, as the table says
+    assert (ns["selfinf"] <= 0).all()
+    predicted, actual = ns["change"][:, [3, 14]], ns["actual"]
+    assert actual.shape == (m, 2)
+    # a convex model at its optimum, no damping: the first-order prediction is within a few percent
+    assert torch.sign(predicted).eq(torch.sign(actual)).all()
+    torch.testing.assert_close(predicted, actual, rtol=0.15, atol=1e-9)
