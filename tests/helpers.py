@@ -58,3 +58,27 @@ class Saddle(torch.nn.Module):
 
     def forward(self, x):
         return self.a * self.b * x[:, 0]
+
+
+def digits_lora(r: int = 2, n_train: int = 300, l2: float = 1e-3):
+    """A tanh MLP 64 -> 16 -> 16 -> 10 trained on digits 0-4 and frozen, then LoRA adapters of rank r
+    on both hidden layers and its head fine-tuned on all ten digits (Adam, then 200 L-BFGS steps), in
+    float64. Returns (objective over the trainable parameters, (Xte, yte))."""
+    from torch import nn
+
+    from influencekit.models import LoRALinear, train
+
+    Xtr, ytr, Xte, yte = datasets.digits()
+    Xtr, ytr = Xtr[:n_train].double(), ytr[:n_train]
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    base = train(base, "cross_entropy", Xtr[ytr < 5], ytr[ytr < 5], l2=l2, epochs=15, lr=2e-2)
+    base.requires_grad_(False)
+    base[0], base[2] = LoRALinear(base[0], r, 2.0 * r, dropout=0.1), LoRALinear(base[2], r, 2.0 * r, dropout=0.1)
+    base[4].requires_grad_(True)
+    model = train(base, "cross_entropy", Xtr, ytr, l2=l2, epochs=15, lr=2e-2)
+    obj = ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = obj.to_model(ik.minimize(obj, max_iter=200)).eval()
+    return ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=300), (Xte.double(), yte)

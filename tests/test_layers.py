@@ -160,3 +160,17 @@ def test_conv_patches_are_im2col_in_the_order_of_the_flattened_weight(conv):
     pad = (0, 0) if conv.padding == "valid" else conv.padding
     ref = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=pad, stride=conv.stride).transpose(1, 2)
     assert torch.equal(patches(conv, x), ref)
+
+
+def test_lora_adapters_on_a_frozen_base_are_linear_blocks_with_exact_per_example_gradients():
+    from tests.helpers import digits_lora
+
+    obj, _ = digits_lora()
+    # the default scope is what trains: both adapters' A and B and the head, never the frozen base
+    assert obj.names == ["0.lora_A.default.weight", "0.lora_B.default.weight", "2.lora_A.default.weight",
+                         "2.lora_B.default.weight", "4.weight", "4.bias"]
+    assert [(b.name, b.kind) for b in find_layers(obj)] == [
+        ("0.lora_A.default", "linear"), ("0.lora_B.default", "linear"), ("2.lora_A.default", "linear"),
+        ("2.lora_B.default", "linear"), ("4", "linear")]
+    X, y = obj.train.x[:20], obj.train.y[:20]
+    torch.testing.assert_close(LayerCapture(obj).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)

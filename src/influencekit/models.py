@@ -58,6 +58,33 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class LoRALinear(nn.Module):
+    """A low-rank adapter on a frozen linear layer, laid out as PEFT's ``lora.Linear`` (so what the
+    tests and benchmarks check is the module structure PEFT produces): ``base_layer(x) + scaling *
+    lora_B(lora_A(dropout(x)))`` with ``lora_A`` [d_in -> r] and ``lora_B`` [r -> d_out] ``nn.Linear``
+    layers in ``ModuleDict``s keyed by adapter name, B zero-initialised (the adapted model starts as
+    the base), scaling = alpha / r. [B, d_in] -> [B, d_out].
+
+    Influence over the adapters only is the default scope (the base does not require grad); K-FAC /
+    EK-FAC treat A and B as two linear layers. B A is unchanged by A -> M A, B -> B M^-1, so the
+    Hessian is nearly singular along those directions: pass a damping."""
+
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+                 adapter: str = "default"):
+        super().__init__()
+        self.base_layer = base.requires_grad_(False)
+        kw = dict(bias=False, dtype=base.weight.dtype, device=base.weight.device)
+        self.lora_A = nn.ModuleDict({adapter: nn.Linear(base.in_features, r, **kw)})
+        self.lora_B = nn.ModuleDict({adapter: nn.Linear(r, base.out_features, **kw)})
+        nn.init.zeros_(self.lora_B[adapter].weight)
+        self.lora_dropout = nn.ModuleDict({adapter: nn.Dropout(dropout)})
+        self.scaling, self.adapter = alpha / r, adapter
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.adapter
+        return self.base_layer(x) + self.scaling * self.lora_B[k](self.lora_A[k](self.lora_dropout[k](x)))
+
+
 def train(model: nn.Module, loss, X: Tensor, y: Tensor, *, l2: float = 0.0, epochs: int = 10,
           batch_size: int = 128, lr: float = 1e-2, seed: int = 0) -> nn.Module:
     """Mini-batch Adam on (1/n) sum L + (l2/2)||theta||^2 (the objective influence assumes).

@@ -312,3 +312,18 @@ def test_an_embedding_with_max_norm_is_refused():
     X, y = torch.randint(0, 9, (10, 4)), torch.randint(0, 3, (10,))
     with pytest.raises(ik.UnsupportedLayerError, match="max_norm"):
         ik.make_solver("ekfac").fit(ik.Objective(m.double(), "cross_entropy", (X, y)))
+
+
+@pytest.mark.parametrize("exact_block", [1024, 0])  # adapters kept as exact blocks, or all factorised
+def test_lora_adapters_get_influence_close_to_exact(exact_block):
+    from tests.helpers import digits_lora
+
+    obj, (Xte, yte) = digits_lora()
+    # B A is unchanged by A -> M A, B -> B M^-1, so H is nearly singular along those directions: damp
+    kw = dict(l2=1e-3, damping=0.01)
+    train, test = (obj.train.x, obj.train.y), (Xte[:10], yte[:10])
+    ref = ik.Influence(obj.model, "cross_entropy", train, solver="exact", **kw).up_loss(test)
+    for name in ("kfac", "ekfac", "pcg"):
+        inf = ik.Influence(obj.model, "cross_entropy", train, solver=name, exact_block=exact_block, **kw)
+        got = inf.up_loss(test)
+        assert torch.corrcoef(torch.stack([got.flatten(), ref.flatten()]))[0, 1] > 0.99, name
