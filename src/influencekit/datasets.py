@@ -95,12 +95,15 @@ def spambase(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndar
 
 def enron(path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:
     """Enron1 raw emails (Latin-1 text, subject first) and labels (1 = spam), in file-name order."""
-    with tarfile.open(_file("enron1.tar.gz", path)) as tf:
-        members = sorted((m for m in tf.getmembers() if m.isfile() and ("/ham/" in m.name or "/spam/" in m.name)),
-                         key=lambda m: m.name)
-        docs = [tf.extractfile(m).read().decode("latin-1") for m in members]  # type: ignore[union-attr]
-        labels = np.array([int("/spam/" in m.name) for m in members], dtype=np.int64)
-    return docs, labels
+    texts = {}
+    # one pass in archive order: reading members out of order makes a gzip stream seek backwards,
+    # i.e. decompress again from the start for every email (85 s instead of under a second)
+    with tarfile.open(_file("enron1.tar.gz", path), mode="r:gz") as tf:
+        for m in tf:
+            if m.isfile() and ("/ham/" in m.name or "/spam/" in m.name):
+                texts[m.name] = tf.extractfile(m).read().decode("latin-1")  # type: ignore[union-attr]
+    names = sorted(texts)
+    return [texts[k] for k in names], np.array([int("/spam/" in k) for k in names], dtype=np.int64)
 
 
 def diabetes(path: str | os.PathLike | None = None):
