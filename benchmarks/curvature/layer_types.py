@@ -48,19 +48,25 @@ def compare(model, train_data, test, reference: dict, label: str, variants: tupl
                   "blocks " + ", ".join(f"{b.name}:{b.kind}/{k}" for b, k in zip(blocks, kinds)), flush=True)
 
 
+def polished(model: nn.Module, X, y, epochs: int) -> tuple[nn.Module, int]:
+    """Adam for ``epochs`` (cross-entropy, l2 1e-3), then 300 L-BFGS steps towards a stationary point;
+    returns the model in eval mode and its number of parameters in scope."""
+    model = train(model, "cross_entropy", X, y, l2=1e-3, epochs=epochs, lr=1e-2)
+    obj = ik.Objective(model, "cross_entropy", (X, y), l2=1e-3, batch_size=600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return obj.to_model(ik.minimize(obj, max_iter=300)).eval(), obj.p
+
+
 def layernorm_mlp() -> None:
     Xtr, ytr, Xte, yte = datasets.digits()
     Xtr, ytr = Xtr[:600].double(), ytr[:600]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32), nn.Tanh(), nn.Linear(32, 32), nn.LayerNorm(32),
                           nn.Tanh(), nn.Linear(32, 10)).double()
-    model = train(model, "cross_entropy", Xtr, ytr, l2=1e-3, epochs=30, lr=1e-2)
-    obj = ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=1e-3, batch_size=600)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = obj.to_model(ik.minimize(obj, max_iter=300)).eval()
+    model, p = polished(model, Xtr, ytr, epochs=30)
     compare(model, (Xtr, ytr), (Xte[:20].double(), yte[:20]), {"solver": "exact"},
-            f"(a) digits MLP with 2 LayerNorms, p = {obj.p}", l2=1e-3, damping=0.05)
+            f"(a) digits MLP with 2 LayerNorms, p = {p}", l2=1e-3, damping=0.05)
 
 
 class Bag(nn.Module):
@@ -92,13 +98,9 @@ def lora() -> None:
     base.requires_grad_(False)
     base[0], base[2] = LoRALinear(base[0], r=8), LoRALinear(base[2], r=8)
     base[4].requires_grad_(True)
-    model = train(base, "cross_entropy", Xtr, ytr, l2=1e-3, epochs=40, lr=1e-2)
-    obj = ik.Objective(model, "cross_entropy", (Xtr, ytr), l2=1e-3, batch_size=600)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = obj.to_model(ik.minimize(obj, max_iter=300)).eval()
+    model, p = polished(base, Xtr, ytr, epochs=40)
     compare(model, (Xtr, ytr), (Xte[:20].double(), yte[:20]), {"solver": "exact"},
-            f"(c) LoRA r = 8 on a frozen digits MLP 64-128-128-10, adapters + head, p = {obj.p}",
+            f"(c) LoRA r = 8 on a frozen digits MLP 64-128-128-10, adapters + head, p = {p}",
             variants=({}, {"exact_block": 0}), l2=1e-3, damping=1e-3)
 
 
