@@ -32,3 +32,14 @@ def test_enron_reads_ham_and_spam_emails_in_file_name_order_with_spam_labelled_1
 def test_a_missing_data_file_names_the_folder_option(tmp_path):
     with pytest.raises(InputError, match="--data-dir"):
         datasets.enron(tmp_path)
+
+
+def test_a_data_folder_the_user_names_is_used_or_refused_never_replaced(tmp_path, monkeypatch):
+    assert datasets.data_dir(tmp_path) == tmp_path.resolve()
+    with pytest.raises(InputError, match="--data-dir"):
+        datasets.data_dir(tmp_path / "missing")
+    monkeypatch.setenv("INFLUENCEKIT_DATA", str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="INFLUENCEKIT_DATA"):
+        datasets.data_dir()
+    monkeypatch.setenv("INFLUENCEKIT_DATA", str(tmp_path))
+    assert datasets.data_dir() == tmp_path.resolve()

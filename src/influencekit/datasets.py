@@ -23,13 +23,15 @@ Split = tuple[Tensor, Tensor, Tensor, Tensor]
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder holding the shared data files (see module docstring for the search order)."""
-    candidates = [Path(path)] if path is not None else []
-    if os.environ.get("INFLUENCEKIT_DATA"):
-        candidates.append(Path(os.environ["INFLUENCEKIT_DATA"]))
+    named = path if path is not None else os.environ.get("INFLUENCEKIT_DATA") or None
+    if named is not None:  # a folder the user named is the answer or an error, never silently replaced
+        if not Path(named).is_dir():
+            how = "--data-dir" if path is not None else "INFLUENCEKIT_DATA"
+            raise InputError(f"data folder {named} ({how}) does not exist; name the folder holding the data files.")
+        return Path(named).resolve()
     here = Path(__file__).resolve()
-    candidates += [Path.cwd() / "../shared/data", here.parents[3] / "shared/data", here.parents[2] / "../shared/data"]
-    for c in candidates:
-        if (c / "mnist.npz").exists() or (path is not None and c.is_dir()):
+    for c in [Path.cwd() / "../shared/data", here.parents[3] / "shared/data", here.parents[2] / "../shared/data"]:
+        if (c / "mnist.npz").exists():
             return c.resolve()
     raise InputError("shared data folder not found; pass its path (--data-dir DIR) or set INFLUENCEKIT_DATA "
                      "to the folder holding mnist.npz.")
