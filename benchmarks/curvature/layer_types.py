@@ -11,6 +11,7 @@ exact_block, so factorised), tanh, a 2-class head; reference: CG to relative res
 (``models.LoRALinear``, PEFT's layout) on both hidden layers plus the head fine-tuned on all ten digits
 (4,874 parameters in scope), damping 1e-3; reference: the exact solver; K-FAC/EK-FAC with their
 default exact_block (adapters kept exact, head factorised) and with exact_block=0 (all factorised).
+DataInf (one block per parameter tensor) runs on every case with the same damping.
 Prints the Pearson correlation of I_up,loss [20 test points x n] with the reference and the seconds.
 """
 
@@ -38,14 +39,17 @@ def compare(model, train_data, test, reference: dict, label: str, variants: tupl
     ref = ik.Influence(model, "cross_entropy", train_data, **reference, **kw).up_loss(test)
     print(f"{label}: reference {reference['solver']} {time.perf_counter() - t:.1f} s", flush=True)
     for options in variants:
-        for name in ("kfac", "ekfac", "pcg"):
+        for name in ("kfac", "ekfac", "pcg", "datainf"):
+            if name == "datainf" and options:  # no layer blocks: one run is enough
+                continue
             t = time.perf_counter()
             inf = ik.Influence(model, "cross_entropy", train_data, solver=name, **options, **kw)
             got = inf.up_loss(test)
-            kinds = getattr(inf.solver, "kinds", None) or inf.solver.preconditioner_solver.kinds
-            blocks = getattr(inf.solver, "blocks", None) or inf.solver.preconditioner_solver.blocks
-            print(f"  {name:>5}{options or ''}: Pearson {pearson(got, ref):.4f}, {time.perf_counter() - t:.2f} s; "
-                  "blocks " + ", ".join(f"{b.name}:{b.kind}/{k}" for b, k in zip(blocks, kinds)), flush=True)
+            line = f"  {name:>7}{options or ''}: Pearson {pearson(got, ref):.4f}, {time.perf_counter() - t:.2f} s"
+            fitted = getattr(inf.solver, "preconditioner_solver", inf.solver)
+            if hasattr(fitted, "kinds"):
+                line += "; blocks " + ", ".join(f"{b.name}:{b.kind}/{k}" for b, k in zip(fitted.blocks, fitted.kinds))
+            print(line, flush=True)
 
 
 def polished(model: nn.Module, X, y, epochs: int) -> tuple[nn.Module, int]:

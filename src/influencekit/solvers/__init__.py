@@ -3,7 +3,7 @@
 Importing a solver module registers it; a new solver is one ``Solver`` subclass.
 """
 
-from . import arnoldi, cg, exact, kfac, lissa, pcg  # noqa: F401  (registration)
+from . import arnoldi, cg, datainf, exact, kfac, lissa, pcg  # noqa: F401  (registration)
 from .base import SOLVERS, Solver, make_solver, register
 
 __all__ = ["SOLVERS", "Solver", "make_solver", "register"]

@@ -31,7 +31,8 @@ class Solver(ABC):
 
     name: ClassVar[str]
     #: what the solver reads from the objective: "hvp" (full-data HVPs), "hessian" (explicit
-    #: p x p matrix), "minibatch_hvp" (stochastic HVPs), "layers" (per-layer activations).
+    #: p x p matrix), "minibatch_hvp" (stochastic HVPs), "layers" (per-layer activations),
+    #: "grads" (per-example gradients).
     needs: ClassVar[frozenset[str]] = frozenset({"hvp"})
 
     def __init__(self, damping: float = 0.0):
