@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import influencekit as ik
+from helpers import digits_lora
 from influencekit.layers import LayerCapture, find_layers, patches
 
 
@@ -163,8 +164,6 @@ def test_conv_patches_are_im2col_in_the_order_of_the_flattened_weight(conv):
 
 
 def test_lora_adapters_on_a_frozen_base_are_linear_blocks_with_exact_per_example_gradients():
-    from tests.helpers import digits_lora
-
     obj, _ = digits_lora()
     # the default scope is what trains: both adapters' A and B and the head, never the frozen base
     assert obj.names == ["0.lora_A.default.weight", "0.lora_B.default.weight", "2.lora_A.default.weight",

@@ -59,7 +59,7 @@ class SmallCNN(nn.Module):
 
 
 class LoRALinear(nn.Module):
-    """A low-rank adapter on a frozen linear layer, laid out as PEFT's ``lora.Linear`` (so what the
+    """A low-rank adapter on a linear layer (which it freezes), laid out as PEFT's ``lora.Linear`` (so what the
     tests and benchmarks check is the module structure PEFT produces): ``base_layer(x) + scaling *
     lora_B(lora_A(dropout(x)))`` with ``lora_A`` [d_in -> r] and ``lora_B`` [r -> d_out] ``nn.Linear``
     layers in ``ModuleDict``s keyed by adapter name, B zero-initialised (the adapted model starts as

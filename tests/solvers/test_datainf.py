@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import influencekit as ik
+from helpers import digits_lora
 from influencekit.errors import InputError
 from influencekit.solvers.datainf import AUTO_DAMPING
 
@@ -65,8 +66,6 @@ def test_no_l2_and_no_damping_is_refused_with_the_fix():
 
 
 def test_on_lora_adapters_it_follows_exact_influence():
-    from tests.helpers import digits_lora
-
     obj, (Xte, yte) = digits_lora()
     train, test = (obj.train.x, obj.train.y), (Xte[:10], yte[:10])
     ref = ik.Influence(obj.model, "cross_entropy", train, l2=1e-3, solver="exact", damping=0.01).up_loss(test)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import influencekit as ik
-from helpers import digits_mlp
+from helpers import digits_lora, digits_mlp
 
 
 def _exact(obj, V, d=0.0):
@@ -316,8 +316,6 @@ def test_an_embedding_with_max_norm_is_refused():
 
 @pytest.mark.parametrize("exact_block", [1024, 0])  # adapters kept as exact blocks, or all factorised
 def test_lora_adapters_get_influence_close_to_exact(exact_block):
-    from tests.helpers import digits_lora
-
     obj, (Xte, yte) = digits_lora()
     # B A is unchanged by A -> M A, B -> B M^-1, so H is nearly singular along those directions: damp
     kw = dict(l2=1e-3, damping=0.01)

@@ -52,6 +52,7 @@ class DataInfSolver(Solver):
         self.auto_damping = damping is None
         self.cache, self.batch_size = cache, batch_size
         self.block_damping: list[float] = []
+        self._cached: list[Tensor] | None = None
 
     def _batches(self):
         """Per-example gradients [B, p] of the training data, batch by batch (from the cache if kept)."""
