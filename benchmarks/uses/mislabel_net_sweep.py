@@ -34,6 +34,13 @@ SETTINGS = {
     "mlp32_e60_l2-4": dict(hidden=(32,), epochs=60, l2=1e-4),
     "mlp64_e200_l2-6": dict(hidden=(64,), epochs=200, l2=1e-6),
     "mlp32_e15_l2-4": dict(hidden=(32,), epochs=15, l2=1e-4),
+    # models.SmallCNN (conv 1->8, 8->16, 5x5 stride 2, 256->32, 32->10; 11,978 parameters)
+    "cnn_e10_l2-4": dict(arch="cnn", epochs=10, l2=1e-4),
+    "cnn_e30_l2-4": dict(arch="cnn", epochs=30, l2=1e-4),
+    "cnn_e60_l2-4": dict(arch="cnn", epochs=60, l2=1e-4),
+    "cnn_e30_l2-3": dict(arch="cnn", epochs=30, l2=1e-3),
+    "cnn_e100_l2-5": dict(arch="cnn", epochs=100, l2=1e-5),
+    "cnn_e200_l2-6": dict(arch="cnn", epochs=200, l2=1e-6),
 }
 
 
@@ -72,7 +79,7 @@ def main() -> None:
                                **solver_options(solver), **cfg)
             key = f"{args.classes}_n{args.n}_{name}_{solver}_s{args.seed}"
             at = r.at(0.1)
-            rec = {"setting": cfg | {"hidden": list(cfg["hidden"])}, "solver": solver, "n": args.n,
+            rec = {"setting": cfg | {"hidden": list(cfg.get("hidden", ()))}, "solver": solver, "n": args.n,
                    "val_accuracy_noisy": r.val_accuracy, "flips_fitted": r.flips_fitted,
                    "clean": r.clean_accuracy, "noisy": r.noisy_accuracy, "found_at_10pct": at,
                    "acc_after_fix_10pct": {k: float(v[-1]) for k, v in r.accuracy.items()},

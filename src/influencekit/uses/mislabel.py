@@ -207,26 +207,40 @@ def run(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, l2: float 
                           flips_fitted=flips_fitted(model, Xtr, noisy, flipped), val_accuracy=val_acc)
 
 
-def fit_net(X: Tensor, y: Tensor, classes: int, *, hidden: tuple[int, ...] = (32,), epochs: int = 100,
-            l2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128, seed: int = 0) -> torch.nn.Module:
-    """A tanh ``models.MLP`` (d -> hidden -> classes; ``hidden=()``: multinomial regression), initialised
-    from ``seed`` and trained by ``models.train`` (Adam, cross-entropy + (l2/2)||theta||^2, batches in a
-    ``seed`` order): the same recipe for the noisy fit and every refit."""
-    from ..models import MLP
+def fit_net(X: Tensor, y: Tensor, classes: int, *, arch: str = "mlp", hidden: tuple[int, ...] = (32,),
+            epochs: int = 100, l2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128,
+            seed: int = 0) -> torch.nn.Module:
+    """A tanh network initialised from ``seed`` and trained by ``models.train`` (Adam, cross-entropy +
+    (l2/2)||theta||^2, batches in a ``seed`` order): the same recipe for the noisy fit and every refit.
+    ``arch``: "mlp" (``models.MLP``, d -> hidden -> classes; ``hidden=()``: multinomial regression) or
+    "cnn" (``models.SmallCNN``, 28 x 28 images, flattened or not; ``hidden`` unused)."""
+    from ..models import MLP, SmallCNN
     from ..models import train as train_model
 
+    if arch not in ("mlp", "cnn"):
+        raise InputError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
+    if arch == "cnn" and X[0].numel() != 28 * 28:
+        raise InputError(f"arch 'cnn' takes 28 x 28 images (784 values each), got {X[0].numel()} per example.")
     torch.manual_seed(seed)
-    model = MLP(X[0].numel(), tuple(hidden), classes).to(X.dtype)
+    model = (SmallCNN(classes) if arch == "cnn" else MLP(X[0].numel(), tuple(hidden), classes)).to(X.dtype)
     return train_model(model, "cross_entropy", X, y, l2=l2, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
 
 
-def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden: tuple[int, ...] = (32,),
-            epochs: int = 100, l2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128, fraction: float = 0.1,
-            fractions: np.ndarray | None = None, retrain_at: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3),
+def describe_net(d: int, classes: int, arch: str, hidden: tuple[int, ...], epochs: int, l2: float) -> str:
+    """A one-line description of a ``fit_net`` recipe."""
+    net = ("CNN conv 8-16, 32 hidden" if arch == "cnn"
+           else f"MLP {'-'.join(str(h) for h in (d, *hidden, classes))}")
+    return f"{net} tanh, {epochs} epochs Adam, l2 = {l2:g}"
+
+
+def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, arch: str = "mlp",
+            hidden: tuple[int, ...] = (32,), epochs: int = 100, l2: float = 1e-5, lr: float = 1e-3,
+            batch_size: int = 128, fraction: float = 0.1, fractions: np.ndarray | None = None,
+            retrain_at: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3),
             solver: str = "ekfac", damping: float | None = None, params: tuple[str, ...] | None = None,
             seed: int = 0, validate: bool = False, progress: bool = False) -> MislabelResult:
-    """The experiment of ``run`` with a network that can memorise flipped labels: a tanh MLP trained
-    by ``fit_net`` (Adam, not to a stationary point) on the noisy labels, self-influence
+    """The experiment of ``run`` with a network that can memorise flipped labels: a tanh MLP or CNN
+    (``arch``) trained by ``fit_net`` (Adam, not to a stationary point) on the noisy labels, self-influence
     -g^T (H + dI)^-1 g with ``solver`` (default EK-FAC with its per-layer automatic damping
     (``damping=None``): one Kronecker-factored inverse applied per example, no iterative solve),
     optionally on the parameters ``params`` only (e.g. ``("head.weight", "head.bias")`` with
@@ -239,7 +253,7 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
     Xte, yte = test
     classes = max(int(ytr.max()) + 1, 2)
     fractions = np.linspace(0, 0.5, 51) if fractions is None else np.asarray(fractions)
-    recipe = dict(hidden=tuple(hidden), epochs=epochs, l2=l2, lr=lr, batch_size=batch_size, seed=seed)
+    recipe = dict(arch=arch, hidden=tuple(hidden), epochs=epochs, l2=l2, lr=lr, batch_size=batch_size, seed=seed)
     noisy, flipped = flip_labels(ytr, fraction, seed)
     val_acc = validation_accuracy(lambda X, y: fit_net(X, y, classes, **recipe), Xtr, noisy, seed) if validate else None
     clean_acc = accuracy(fit_net(Xtr, ytr, classes, **recipe), Xte, yte)
@@ -260,7 +274,7 @@ def run_net(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, hidden
         fixed = noisy.clone()
         fixed[checked] = ytr[checked]  # checking a label reveals (and restores) the true one
         acc[k].append(accuracy(fit_net(Xtr, fixed, classes, **recipe), Xte, yte))
-    desc = f"MLP {'-'.join(str(h) for h in (Xtr[0].numel(), *hidden, classes))} tanh, {epochs} epochs Adam, l2 = {l2:g}"
+    desc = describe_net(Xtr[0].numel(), classes, arch, tuple(hidden), epochs, l2)
     return MislabelResult(fractions=fractions, found=found, retrain_at=np.asarray(retrain_at),
                           accuracy={k: np.array(v) for k, v in acc.items()}, clean_accuracy=clean_acc,
                           noisy_accuracy=noisy_acc, n=len(ytr), n_flipped=len(flipped), p=inf.objective.p,
