@@ -104,7 +104,7 @@ def test_mislabel_repeats_report_means_with_their_spread_over_flip_seeds():
 
 
 @pytest.mark.parametrize("model,classes,expected", [("linear", None, 2), ("linear", "all", 10), ("mlp", None, 10),
-                                                     ("mlp", "1v7", 2)])
+                                                     ("mlp", "1v7", 2), ("cnn", None, 10)])
 def test_mislabel_mnist_takes_1_vs_7_or_all_ten_classes(data_dir, model, classes, expected):
     from influencekit.commands import mislabel
 

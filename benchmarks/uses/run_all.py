@@ -2,7 +2,7 @@
 Enron1 and MNIST, the diabetes domain-mismatch top-10 check, and the explain figures.
 
     python benchmarks/uses/run_all.py [--data-dir DIR] [--mnist-train 5000] [--repeats 10]
-        [--only explain enron enron_validated mnist mnist_all mnist_mlp mismatch]
+        [--only explain enron enron_validated mnist mnist_all mnist_mlp mnist_cnn mismatch]
 
 Prints every figure and writes PNGs + results.json next to this file (``--only`` updates only
 those entries). Mislabel entries are means over ``--repeats`` flip seeds (0, 1, ...; the networks:
@@ -13,7 +13,7 @@ defaults of ``influencekit.commands.mislabel``: ``enron`` the paper's protocol (
 regression (both ``--mnist-train`` points, l2 = 1e-2 by validation; ``mislabel_mnist10_sweep.py``
 has the L2 grid); ``mnist_mlp``:
 MNIST, 10 classes, 3000 points, tanh MLP 784-32-10 (``--model mlp``, recipe chosen by
-``mislabel_net_sweep.py``).
+``mislabel_net_sweep.py``); ``mnist_cnn``: the same with ``models.SmallCNN`` (``--model cnn``).
 Sign convention:
 I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss; self-influence <= 0, ranked by magnitude.
 """
@@ -36,9 +36,10 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--mnist-train", type=int, default=5000, help="MNIST training subset of mnist and mnist_all")
     ap.add_argument("--repeats", type=int, default=10, help="flip seeds per linear mislabel entry")
-    ap.add_argument("--net-repeats", type=int, default=3, help="flip seeds for mnist_mlp")
+    ap.add_argument("--net-repeats", type=int, default=3, help="flip seeds for mnist_mlp and mnist_cnn")
     ap.add_argument("--only", nargs="*",
-                    default=["explain", "enron", "enron_validated", "mnist", "mnist_all", "mnist_mlp", "mismatch"])
+                    default=["explain", "enron", "enron_validated", "mnist", "mnist_all", "mnist_mlp", "mnist_cnn",
+                             "mismatch"])
     args = ap.parse_args()
     out: dict = {"convention": SIGN_CONVENTION}
     print(f"convention: {SIGN_CONVENTION}")
@@ -51,16 +52,18 @@ def main() -> None:
         print(f"explain digits 1v7: Spearman(|I_up,loss|, distance) RBF {d['rbf']['spearman']:.3f} "
               f"(top-10/10-NN overlap {d['rbf']['overlap']:.0%}), MLP {d['mlp']['spearman']:.3f} "
               f"(overlap {d['mlp']['overlap']:.0%})", flush=True)
-    for entry in ("enron", "enron_validated", "mnist", "mnist_all", "mnist_mlp"):
+    for entry in ("enron", "enron_validated", "mnist", "mnist_all", "mnist_mlp", "mnist_cnn"):
         if entry not in args.only:
             continue
         t = time.perf_counter()
         dataset = entry.split("_")[0]
-        n_train = {"mnist": args.mnist_train, "mnist_all": args.mnist_train, "mnist_mlp": 3000}.get(entry)
+        n_train = {"mnist": args.mnist_train, "mnist_all": args.mnist_train, "mnist_mlp": 3000,
+                   "mnist_cnn": 3000}.get(entry)
+        net = entry.endswith(("_mlp", "_cnn"))
         res = mislabel.compute(dataset, data_dir=args.data_dir, n_train=n_train, progress=False,
-                               model="mlp" if entry.endswith("_mlp") else "linear",
+                               model=entry.split("_")[1] if net else "linear",
                                setup="validated" if entry.endswith("_validated") else "paper",
-                               repeats=args.net_repeats if entry.endswith("_mlp") else args.repeats,
+                               repeats=args.net_repeats if net else args.repeats,
                                classes="all" if entry == "mnist_all" else None)
         r = res["result"]
         report.save(report.mislabel_figure(r, res["desc"]), HERE / f"mislabel_{entry}.png")
