@@ -5,6 +5,9 @@ from pathlib import Path
 
 import torch
 
+from influencekit import Objective
+from influencekit.data import Examples
+from influencekit.retrain import evaluate_losses
 from influencekit.uses.fit import fit_linear
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -34,3 +37,17 @@ def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retrai
     # a convex model at its optimum, no damping: the first-order prediction is within a few percent
     assert torch.sign(predicted).eq(torch.sign(actual)).all()
     torch.testing.assert_close(predicted, actual, rtol=0.15, atol=1e-9)
+    # moving training input 3 a little along +I_pert raises test loss 0 by about (1/n) I_pert . delta (refit)
+    assert ns["ipert"].shape == X_train.shape
+    delta = 1e-3 * ns["ipert"][3] / ns["ipert"][3].norm()
+    moved = X_train.clone()
+    moved[3] += delta
+    test0 = Examples((X_test[:1], y_test[:1]))
+
+    def test_loss_after_fit(X):
+        obj = Objective(fit_linear(X, y_train, 1e-3, classes=3), "cross_entropy", (X, y_train), l2=1e-3)
+        return evaluate_losses(obj, obj.theta, test0)[0]
+
+    change = test_loss_after_fit(moved) - test_loss_after_fit(X_train)
+    assert change > 0
+    torch.testing.assert_close(change, (ns["ipert"][3] * delta).sum() / n, rtol=0.05, atol=0)
