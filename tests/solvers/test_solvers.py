@@ -114,3 +114,12 @@ def test_negative_curvature_is_reported_with_a_damping_that_fixes_it():
 def test_unknown_solver_names_the_choices():
     with pytest.raises(ik.InputError, match="choose one of"):
         ik.make_solver("newton")
+
+
+@pytest.mark.parametrize("name", sorted(ik.SOLVERS))
+def test_automatic_damping_is_offered_by_the_curvature_solvers_and_refused_by_the_rest_with_the_fix(name):
+    if ik.SOLVERS[name].automatic_damping:
+        assert ik.make_solver(name, damping=None).auto_damping
+    else:
+        with pytest.raises(ik.InputError, match=r"offered by \['datainf', 'ekfac', 'kfac'\].*needs a number"):
+            ik.make_solver(name, damping=None)

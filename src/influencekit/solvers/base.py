@@ -34,8 +34,14 @@ class Solver(ABC):
     #: p x p matrix), "minibatch_hvp" (stochastic HVPs), "layers" (per-layer activations),
     #: "grads" (per-example gradients).
     needs: ClassVar[frozenset[str]] = frozenset({"hvp"})
+    #: whether ``damping=None`` (a per-block automatic damping) is accepted.
+    automatic_damping: ClassVar[bool] = False
 
     def __init__(self, damping: float = 0.0):
+        if damping is None:
+            auto = sorted(k for k, c in SOLVERS.items() if c.automatic_damping)
+            raise InputError(f"damping=None (automatic, per block) is offered by {auto}; {self.name!r} needs a "
+                             "number >= 0: e.g. 0.01, or ik.suggest_damping(objective).")
         if not damping >= 0:
             raise InputError(f"damping must be >= 0, got {damping}.")
         self.damping = float(damping)

@@ -43,6 +43,7 @@ class DataInfSolver(Solver):
     """
 
     name = "datainf"
+    automatic_damping = True
     needs = frozenset({"grads"})
 
     def __init__(self, damping: float | None = None, cache: int = 1 << 25, batch_size: int | None = None):

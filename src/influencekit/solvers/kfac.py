@@ -86,6 +86,7 @@ class KFACSolver(Solver):
     """
 
     name = "kfac"
+    automatic_damping = True
     needs = frozenset({"layers"})
     corrected = False
 
