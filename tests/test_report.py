@@ -112,3 +112,11 @@ def test_mislabel_mnist_takes_1_vs_7_or_all_ten_classes(data_dir, model, classes
     Xtr, ytr = data["train"]
     assert Xtr.shape == (400, 784) and int(ytr.max()) + 1 == expected
     assert data["classes"] == ("all" if expected == 10 else "1v7")
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_network_mislabel_runs_default_to_the_subset_their_recipes_were_chosen_on(data_dir, model):
+    from influencekit.commands import mislabel
+
+    assert len(mislabel.load("mnist", str(data_dir), 0, model=model)["train"][1]) == mislabel.NET_N_TRAIN
+    assert len(mislabel.load("mnist", str(data_dir), 0, model=model, n_train=0)["train"][1]) == 60_000
