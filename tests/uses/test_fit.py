@@ -134,3 +134,13 @@ def test_fit_linear_warm_start_leaves_the_initial_model_untouched():
     refit = fit_linear(X, 1 - y, 1e-1, 2, init=init)
     assert all(torch.equal(a, b) for a, b in zip(init.parameters(), before))
     assert not torch.equal(refit.linear.weight, init.linear.weight)
+
+
+def test_fits_and_self_influence_on_sparse_data_match_the_dense_reference():
+    X, y = _sparse_problem(30, 60, 2)  # p > n and ~2% nonzero: the dual's Gram matrix through a sparse copy
+    model = fit_linear(fit.fit_input(X), y, 1e-2, 2)  # a pre-converted CSR input, as repeated fits pass it
+    assert fit.fit_input(X).layout == torch.sparse_csr
+    for a, b in zip(model.parameters(), fit_linear(X, y, 1e-2, 2).parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ref = Influence(model, "logistic", (X, y), l2=1e-2, solver="exact").self_influence()
+    torch.testing.assert_close(logistic_self_influence(model, X, y, 1e-2), ref, rtol=1e-8, atol=1e-12)

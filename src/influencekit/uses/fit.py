@@ -43,6 +43,15 @@ def _csr(X: Tensor) -> Tensor:
         return X.to_sparse_csr()
 
 
+def fit_input(X: Tensor) -> Tensor:
+    """X [n, ...] as ``fit_linear`` multiplies by it: flattened to [n, d], and a sparse CSR copy when
+    under ``SPARSE_BELOW`` of it is nonzero. Convert once and pass the result to repeated fits."""
+    if X.layout == torch.sparse_csr:
+        return X
+    Xf = X.reshape(len(X), -1)
+    return _csr(Xf) if Xf.count_nonzero() < SPARSE_BELOW * Xf.numel() else Xf
+
+
 def linear_risk(X: Tensor, y: Tensor, l2: float, classes: int) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2 of ``linear_model(d, classes)`` and its
     gradient, as a function theta [p] -> (value, gradient [p]), theta in ``Objective``'s order (weight
@@ -77,17 +86,15 @@ def fit_linear(X: Tensor, y: Tensor, l2: float, classes: int | None = None, *, i
                max_iter: int = 1000) -> nn.Module:
     """argmin (1/n) sum L + (l2/2)||theta||^2 of a linear model on (X [n, d], y [n]).
 
-    L-BFGS on ``linear_risk`` (through a sparse copy of X when under ``SPARSE_BELOW`` of it is
-    nonzero) from ``init``'s parameters (a model of the same shape, not modified; default zeros),
-    then, for p <= 300, Newton steps with the explicit Hessian until max|grad| < 1e-10 (weakly
-    regularised fits stall in L-BFGS long before that).
+    L-BFGS on ``linear_risk`` (through ``fit_input(X)``: a sparse copy of X when under
+    ``SPARSE_BELOW`` of it is nonzero; X may already be that copy) from ``init``'s parameters (a
+    model of the same shape, not modified; default zeros), then, for p <= 300, Newton steps with the
+    explicit Hessian until max|grad| < 1e-10 (weakly regularised fits stall in L-BFGS long before that).
     """
     classes = max(int(y.max()) + 1 if classes is None else classes, 2)
-    model = linear_model(X.shape[1], classes, X.dtype) if init is None else copy.deepcopy(init)
+    Xf = fit_input(X)
+    model = linear_model(Xf.shape[1], classes, X.dtype) if init is None else copy.deepcopy(init)
     theta = parameters_to_vector(model.parameters()).detach()
-    Xf = X.reshape(len(X), -1)
-    if Xf.count_nonzero() < SPARSE_BELOW * Xf.numel():
-        Xf = _csr(Xf)
     risk = linear_risk(Xf, y, l2, classes)
     small = theta.numel() <= 300
     theta = lbfgs(risk, theta, grad_tol=1e-8, max_iter=200 if small else max_iter)
@@ -97,7 +104,8 @@ def fit_linear(X: Tensor, y: Tensor, l2: float, classes: int | None = None, *, i
         if g.abs().max() < 1e-10:
             break
         vector_to_parameters(theta, model.parameters())
-        theta = theta - torch.linalg.solve(hessian(model, X, y, l2).to(theta.dtype), g)
+        dense = Xf.to_dense() if Xf.layout == torch.sparse_csr else Xf
+        theta = theta - torch.linalg.solve(hessian(model, dense, y, l2).to(theta.dtype), g)
         _, g = risk(theta)
     if g.abs().max() > 1e-6:
         warnings.warn(ConvergenceWarning(f"linear fit stopped with max|grad| = {g.abs().max():.1e}; influence "
@@ -170,7 +178,7 @@ def logistic_self_influence(model: nn.Module, X: Tensor, y: Tensor, l2: float) -
         B = torch.linalg.solve_triangular(L, Xt.T, upper=False)  # L^-1 X~^T: [p, n]
         lev = (B * B).sum(0)
     else:
-        K = Xt @ Xt.T
+        K = fit_input(Xt) @ Xt.T  # the Gram matrix [n, n]: through a sparse copy when X is sparse
         s = d.sqrt()
         L = torch.linalg.cholesky(l2 * torch.eye(n, dtype=torch.float64) + s[:, None] * K * s[None, :])
         B = torch.linalg.solve_triangular(L, s[:, None] * K, upper=False)  # L^-1 S K: [n, n]
