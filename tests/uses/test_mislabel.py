@@ -167,3 +167,42 @@ def test_mislabel_command_model_cnn_takes_mnist_only():
     for dataset in ("digits", "enron"):
         with pytest.raises(InputError, match="cnn"):
             cmd.compute(dataset, model="cnn")
+
+
+def test_a_stored_result_reads_back_equal_and_refuses_other_settings(tmp_path):
+    from influencekit.errors import CacheError
+
+    Xtr, ytr, Xte, yte = datasets.digits(None)
+    r = ml.run((Xtr[:300], ytr[:300]), (Xte, yte), l2=1e-2, retrain_at=(0.0, 0.1))
+    ml.save_result(tmp_path / "run", r, {"l2": 1e-2})
+    back = ml.load_result(tmp_path / "run", {"l2": 1e-2})
+    assert list(back.found) == list(r.found) == list(ml.RANKINGS)  # the rankings keep their order
+    assert all(np.array_equal(back.found[k], r.found[k]) and torch.equal(back.order[k], r.order[k]) for k in r.found)
+    assert back.to_json() == r.to_json() and torch.equal(back.self_influence, r.self_influence)
+    assert ml.load_result(tmp_path / "absent", {"l2": 1e-2}) is None
+    with pytest.raises(CacheError, match="l2"):
+        ml.load_result(tmp_path / "run", {"l2": 1e-3})
+
+
+def test_an_interrupted_repeated_run_resumes_without_recomputing_finished_seeds(tmp_path, monkeypatch):
+    from influencekit.commands import mislabel as cmd
+
+    kw = dict(repeats=2, retrain_at=(0.0, 0.1), progress=False, cache=str(tmp_path))
+    calls = []
+    real = ml.run
+
+    def flaky(*a, seed, **k):  # the second flip seed is "interrupted"
+        calls.append(seed)
+        if seed == 1 and calls.count(1) == 1:
+            raise KeyboardInterrupt
+        return real(*a, seed=seed, **k)
+
+    monkeypatch.setattr(ml, "run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        cmd.compute("digits", **kw)
+    again = cmd.compute("digits", **kw)  # seed 0 is read back, only seed 1 runs
+    assert calls == [0, 1, 1]
+    monkeypatch.setattr(ml, "run", real)
+    fresh = cmd.compute("digits", repeats=2, retrain_at=(0.0, 0.1), progress=False)
+    assert cmd.to_json(again) == cmd.to_json(fresh)
+    assert len(list(tmp_path.glob("*.json"))) == 2

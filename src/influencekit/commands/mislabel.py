@@ -4,13 +4,16 @@ and at random, and report how many flips each finds and the test accuracy after 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import datasets, report
+from .. import datasets, report, storage
 from ..errors import InputError
 from ..influence import SIGN_CONVENTION
 from ..uses import mislabel as ml
@@ -103,10 +106,12 @@ def load(dataset: str, data_dir: str | None, seed: int, vocabulary: int | None =
 def compute(dataset: str = "digits", fraction: float = 0.1, l2: float | None = None, data_dir: str | None = None,
             seed: int = 0, vocabulary: int | None = None, n_train: int | None = None, progress: bool = True,
             retrain_at: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3), model: str = "linear",
-            setup: str = "paper", repeats: int = 1, classes: str | None = None) -> dict:
+            setup: str = "paper", repeats: int = 1, classes: str | None = None, cache: str | None = None) -> dict:
     """The experiment on one data set; with ``repeats`` > 1 it is repeated with the flip seeds
     seed, seed + 1, ... on the same data (split / subset of ``seed``) and ``result`` holds the means
-    (``uses.mislabel.aggregate``)."""
+    (``uses.mislabel.aggregate``). ``cache``: a folder where each flip seed's result is stored as it
+    finishes (``uses.mislabel.save_result``) and read back by a later call with the same settings and
+    data, so an interrupted run resumes (the command passes ``--out DIR/mislabel_runs``)."""
     if model in NETS and dataset == "enron":
         raise InputError(f"--model {model} takes image data (digits, mnist); enron uses the linear model.")
     if model == "cnn" and dataset != "mnist":
@@ -119,18 +124,39 @@ def compute(dataset: str = "digits", fraction: float = 0.1, l2: float | None = N
     seeds = [seed + k for k in range(repeats)]
     if model in NETS:
         recipe = NETS[model] | ({} if l2 is None else {"l2": l2})
-        runs = [ml.run_net(data["train"], data["test"], fraction=fraction, seed=s, progress=progress,
-                           retrain_at=retrain_at, validate=True, **recipe) for s in seeds]
-        l2, desc = recipe["l2"], f"{data['desc']}, {runs[0].model}, EK-FAC self-influence"
+        one = partial(ml.run_net, data["train"], data["test"], fraction=fraction, progress=progress,
+                      retrain_at=retrain_at, validate=True, **recipe)
+        l2 = recipe["l2"]
     else:
         key = "mnist_all" if data.get("classes") == "all" else dataset
+        recipe = {}
         l2 = (ENRON[setup]["l2"] if dataset == "enron" else L2[key]) if l2 is None else l2
-        runs = [ml.run(data["train"], data["test"], l2=l2, fraction=fraction, seed=s, progress=progress,
-                       retrain_at=retrain_at) for s in seeds]
-        desc = data["desc"]
+        one = partial(ml.run, data["train"], data["test"], l2=l2, fraction=fraction, progress=progress,
+                      retrain_at=retrain_at)
+    settings = {"dataset": dataset, "model": model, "recipe": recipe, "l2": l2, "fraction": fraction,
+                "setup": setup, "vocabulary": vocabulary, "classes": data.get("classes"), "data_seed": seed,
+                "n": len(data["train"][1]),
+                "retrain_at": list(retrain_at)}
+    runs = [_resumable(one, s, settings, data["train"], cache) for s in seeds]
+    desc = f"{data['desc']}, {runs[0].model}, EK-FAC self-influence" if model in NETS else data["desc"]
     r = runs[0] if repeats == 1 else ml.aggregate(runs, seeds)
     return {**data, "desc": desc, "dataset": dataset, "l2": l2, "model": model, "result": r,
             "setup": setup if dataset == "enron" else None}
+
+
+def _resumable(one, seed: int, settings: dict, train: tuple, cache: str | None) -> ml.MislabelResult:
+    """``one(seed=seed)``, or its stored result from an earlier call with the same settings and data."""
+    if cache is None:
+        return one(seed=seed)
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = Path(cache) / f"{settings['dataset']}_{settings['model']}_{tag}_flips{seed}"
+    meta = settings | {"flip_seed": seed, "data": storage.fingerprint_data(train)}
+    r = ml.load_result(path, meta)
+    if r is None:
+        r = one(seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ml.save_result(path, r, meta)
+    return r
 
 
 def to_json(res: dict) -> dict:
@@ -179,7 +205,7 @@ def add_to_report(rep: report.Report, res: dict, top: int = 15) -> None:
 def run(args: argparse.Namespace) -> int:
     res = compute(args.dataset, args.fraction, args.l2, args.data_dir, args.seed, args.vocabulary, args.n_train,
                   progress=not args.json, model=args.model, setup=args.setup, repeats=args.repeats,
-                  classes=args.classes)
+                  classes=args.classes, cache=str(Path(args.out) / "mislabel_runs") if args.out else None)
     r = res["result"]
     if args.out:
         rep = report.Report("influencekit mislabel")

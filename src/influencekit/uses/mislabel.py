@@ -12,6 +12,7 @@ ranking is by magnitude (most negative first), as in the paper.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .. import storage
 from ..errors import ConvergenceWarning, InputError
 from ..influence import SIGN_CONVENTION, Influence
 from .fit import (
@@ -157,6 +159,37 @@ def aggregate(results: list[MislabelResult], seeds: list[int]) -> MislabelResult
         found_std=stat(lambda r: r.found, lambda a, axis: np.std(a, axis=axis, ddof=ddof)),
         accuracy_std=stat(lambda r: r.accuracy, lambda a, axis: np.std(a, axis=axis, ddof=ddof)),
         repeats=[{"seed": s} | r.summary() for s, r in zip(seeds, results)])
+
+
+# ---- one flip seed on disk: a repeated run resumes where it stopped ---------------------------
+
+_SCALARS = ("clean_accuracy", "noisy_accuracy", "n", "n_flipped", "p", "model", "flips_fitted", "val_accuracy")
+
+
+def save_result(path: str | os.PathLike, r: MislabelResult, meta: dict) -> None:
+    """One run's ``MislabelResult`` at ``path`` (safetensors + JSON via ``storage``: atomic, checksummed,
+    never pickle), with ``meta`` (settings and data fingerprint) that ``load_result`` checks."""
+    tensors = {"fractions": torch.as_tensor(r.fractions), "retrain_at": torch.as_tensor(r.retrain_at),
+               "flipped": r.flipped, "self_influence": r.self_influence, "losses": r.losses, "noisy": r.noisy}
+    for name in ("found", "accuracy", "order"):
+        tensors |= {f"{name}.{k}": torch.as_tensor(v) for k, v in getattr(r, name).items()}
+    storage.save(path, tensors, dict(meta) | {k: getattr(r, k) for k in _SCALARS})
+
+
+def load_result(path: str | os.PathLike, meta: dict) -> MislabelResult | None:
+    """The ``MislabelResult`` that ``save_result`` stored at ``path``, or None if there is none yet;
+    ``CacheError`` if it was made with other ``meta`` (settings or data) or fails its checksum."""
+    if not storage.exists(path):
+        return None
+    T, found = storage.load(path, expect=meta)
+
+    def group(name, cast=lambda t: t.numpy()):  # in RANKINGS order, as the run made them
+        return {k: cast(T[f"{name}.{k}"]) for k in RANKINGS}
+
+    return MislabelResult(fractions=T["fractions"].numpy(), found=group("found"), retrain_at=T["retrain_at"].numpy(),
+                          accuracy=group("accuracy"), flipped=T["flipped"], order=group("order", lambda t: t),
+                          self_influence=T["self_influence"], losses=T["losses"], noisy=T["noisy"],
+                          **{k: found[k] for k in _SCALARS})
 
 
 def validation_accuracy(fit, X: Tensor, noisy: Tensor, seed: int) -> float:
