@@ -174,14 +174,15 @@ def test_a_stored_result_reads_back_equal_and_refuses_other_settings(tmp_path):
 
     Xtr, ytr, Xte, yte = datasets.digits(None)
     r = ml.run((Xtr[:300], ytr[:300]), (Xte, yte), l2=1e-2, retrain_at=(0.0, 0.1))
-    ml.save_result(tmp_path / "run", r, {"l2": 1e-2})
-    back = ml.load_result(tmp_path / "run", {"l2": 1e-2})
+    meta = {"l2": 1e-2, "model": "linear, as the caller names it"}  # may reuse the result's own field names
+    ml.save_result(tmp_path / "run", r, meta)
+    back = ml.load_result(tmp_path / "run", meta)
     assert list(back.found) == list(r.found) == list(ml.RANKINGS)  # the rankings keep their order
     assert all(np.array_equal(back.found[k], r.found[k]) and torch.equal(back.order[k], r.order[k]) for k in r.found)
     assert back.to_json() == r.to_json() and torch.equal(back.self_influence, r.self_influence)
-    assert ml.load_result(tmp_path / "absent", {"l2": 1e-2}) is None
+    assert ml.load_result(tmp_path / "absent", meta) is None
     with pytest.raises(CacheError, match="l2"):
-        ml.load_result(tmp_path / "run", {"l2": 1e-3})
+        ml.load_result(tmp_path / "run", meta | {"l2": 1e-3})
 
 
 def test_an_interrupted_repeated_run_resumes_without_recomputing_finished_seeds(tmp_path, monkeypatch):

@@ -173,7 +173,7 @@ def save_result(path: str | os.PathLike, r: MislabelResult, meta: dict) -> None:
                "flipped": r.flipped, "self_influence": r.self_influence, "losses": r.losses, "noisy": r.noisy}
     for name in ("found", "accuracy", "order"):
         tensors |= {f"{name}.{k}": torch.as_tensor(v) for k, v in getattr(r, name).items()}
-    storage.save(path, tensors, dict(meta) | {k: getattr(r, k) for k in _SCALARS})
+    storage.save(path, tensors, dict(meta) | {"result": {k: getattr(r, k) for k in _SCALARS}})
 
 
 def load_result(path: str | os.PathLike, meta: dict) -> MislabelResult | None:
@@ -189,7 +189,7 @@ def load_result(path: str | os.PathLike, meta: dict) -> MislabelResult | None:
     return MislabelResult(fractions=T["fractions"].numpy(), found=group("found"), retrain_at=T["retrain_at"].numpy(),
                           accuracy=group("accuracy"), flipped=T["flipped"], order=group("order", lambda t: t),
                           self_influence=T["self_influence"], losses=T["losses"], noisy=T["noisy"],
-                          **{k: found[k] for k in _SCALARS})
+                          **{k: found["result"][k] for k in _SCALARS})
 
 
 def validation_accuracy(fit, X: Tensor, noisy: Tensor, seed: int) -> float:
