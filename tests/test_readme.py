@@ -44,10 +44,10 @@ def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retrai
     moved[3] += delta
     test0 = Examples((X_test[:1], y_test[:1]))
 
-    def test_loss_after_fit(X):
+    def refit_test_loss(X):
         obj = Objective(fit_linear(X, y_train, 1e-3, classes=3), "cross_entropy", (X, y_train), l2=1e-3)
         return evaluate_losses(obj, obj.theta, test0)[0]
 
-    change = test_loss_after_fit(moved) - test_loss_after_fit(X_train)
+    change = refit_test_loss(moved) - refit_test_loss(X_train)
     assert change > 0
     torch.testing.assert_close(change, (ns["ipert"][3] * delta).sum() / n, rtol=0.05, atol=0)
