@@ -13,6 +13,7 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from ..errors import ConvergenceWarning, InputError
+from ..losses import get_loss
 from ..models import LogisticRegression
 from ..retrain import lbfgs
 
@@ -57,27 +58,24 @@ def linear_risk(X: Tensor, y: Tensor, l2: float, classes: int) -> Callable[[Tens
     gradient, as a function theta [p] -> (value, gradient [p]), theta in ``Objective``'s order (weight
     [K, d] row by row, then bias [K]; K = 1 logit for 2 classes, else K = classes).
 
-    Closed form, one product with X and one with X^T per call: the gradient of the loss in the logits
-    is r_i = sigma(f_i) - y_i (logistic) or softmax(f_i) - e_{y_i} (cross-entropy), so
-    grad_W = R^T X / n and grad_b = sum_i r_i / n. X [n, d] is dense or sparse CSR (then products
-    cost its nonzeros, not n d).
+    The losses are the library's (``loss_name(classes)``); the gradient is in closed form, one product
+    with X and one with X^T per call: the gradient of the loss in the logits is r_i = sigma(f_i) - y_i
+    (logistic) or softmax(f_i) - e_{y_i} (cross-entropy), so grad_W = R^T X / n and
+    grad_b = sum_i r_i / n. X [n, d] is dense or sparse CSR (then products cost its nonzeros, not n d).
     """
     n, d = X.shape
     XT = _csr(X.t()) if X.layout == torch.sparse_csr else X.T
     binary = classes == 2
     K = 1 if binary else classes
+    loss_fn = get_loss(loss_name(classes))
     target = (y > 0).to(X.dtype)[:, None] if binary else F.one_hot(y.long(), classes).to(X.dtype)
 
     def risk(theta: Tensor) -> tuple[Tensor, Tensor]:
         W, b = theta[:-K].reshape(K, d), theta[-K:]
         f = X @ W.T + b                                                # logits [n, K]
-        if binary:  # softplus(-s f) = softplus(f) - y01 f
-            loss, r = F.softplus(f) - target * f, torch.sigmoid(f) - target
-        else:
-            loss = torch.logsumexp(f, 1, keepdim=True) - (target * f).sum(1, keepdim=True)
-            r = torch.softmax(f, 1) - target
+        r = (torch.sigmoid(f) if binary else torch.softmax(f, 1)) - target
         g = torch.cat([(XT @ r).T.reshape(-1), r.sum(0)]) / n + l2 * theta
-        return loss.sum() / n + 0.5 * l2 * theta.dot(theta), g
+        return loss_fn(f, y).sum() / n + 0.5 * l2 * theta.dot(theta), g
 
     return risk
 
@@ -100,11 +98,11 @@ def fit_linear(X: Tensor, y: Tensor, l2: float, classes: int | None = None, *, i
     theta = lbfgs(risk, theta, grad_tol=1e-8, max_iter=200 if small else max_iter)
     _, g = risk(theta)
     hessian = logistic_hessian if classes == 2 else multinomial_hessian
+    dense = Xf.to_dense() if small and Xf.layout == torch.sparse_csr else Xf  # the Newton steps' Hessians
     for _ in range(5 if small else 0):
         if g.abs().max() < 1e-10:
             break
         vector_to_parameters(theta, model.parameters())
-        dense = Xf.to_dense() if Xf.layout == torch.sparse_csr else Xf
         theta = theta - torch.linalg.solve(hessian(model, dense, y, l2).to(theta.dtype), g)
         _, g = risk(theta)
     if g.abs().max() > 1e-6:
