@@ -4,7 +4,6 @@ and at random, and report how many flips each finds and the test accuracy after 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from functools import partial
@@ -148,7 +147,7 @@ def _resumable(one, seed: int, settings: dict, train: tuple, cache: str | None) 
     """``one(seed=seed)``, or its stored result from an earlier call with the same settings and data."""
     if cache is None:
         return one(seed=seed)
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    tag = storage.sha256(json.dumps(storage.jsonable(settings), sort_keys=True).encode())[:12]
     path = Path(cache) / f"{settings['dataset']}_{settings['model']}_{tag}_flips{seed}"
     meta = settings | {"flip_seed": seed, "data": storage.fingerprint_data(train)}
     r = ml.load_result(path, meta)
