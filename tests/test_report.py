@@ -110,7 +110,7 @@ def test_mislabel_mnist_takes_1_vs_7_or_all_ten_classes(data_dir, model, classes
 
     data = mislabel.load("mnist", str(data_dir), 0, n_train=400, model=model, classes=classes)
     Xtr, ytr = data["train"]
-    assert Xtr.shape == (400, 784) and int(ytr.max()) + 1 == expected
+    assert Xtr.shape == ((400, 1, 28, 28) if model == "cnn" else (400, 784)) and int(ytr.max()) + 1 == expected
     assert data["classes"] == ("all" if expected == 10 else "1v7")
 
 

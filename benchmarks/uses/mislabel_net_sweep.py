@@ -66,7 +66,7 @@ def main() -> None:
     path = Path(args.out)
     allres = json.loads(path.read_text()) if path.exists() else {}
     classes = None if args.classes == "all" else (1, 7)
-    Xtr, ytr, Xte, yte = datasets.mnist(None, classes=classes, flatten=True)
+    Xtr, ytr, Xte, yte = datasets.mnist(None, classes=classes, flatten=False)  # images; the MLPs flatten below
     idx = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(args.seed))[:args.n].sort().values
     Xtr, ytr = Xtr[idx], ytr[idx]
     for name in args.settings:
@@ -75,7 +75,8 @@ def main() -> None:
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = ml.run_net((Xtr, ytr), (Xte, yte), seed=args.seed, validate=True, retrain_at=(0.0, 0.1),
+                Xa, Xb = (Xtr, Xte) if cfg.get("arch") == "cnn" else (Xtr.flatten(1), Xte.flatten(1))
+                r = ml.run_net((Xa, ytr), (Xb, yte), seed=args.seed, validate=True, retrain_at=(0.0, 0.1),
                                **solver_options(solver), **cfg)
             key = f"{args.classes}_n{args.n}_{name}_{solver}_s{args.seed}"
             at = r.at(0.1)

@@ -38,8 +38,7 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """MNIST-sized CNN: [B, 1, 28, 28] (or flattened [B, 784]) -> [B, classes]; 11,978 parameters for
-    10 classes.
+    """MNIST-sized CNN: [B, 1, 28, 28] -> [B, classes]; 11,978 parameters for 10 classes.
 
     conv 1->8 (5x5, stride 2) tanh -> conv 8->16 (5x5, stride 2) tanh -> linear 256->32 tanh
     (``features``: the 32-d penultimate embedding) -> linear 32->classes (``head``).
@@ -56,8 +55,6 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(hidden, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 2:  # flattened images, as the tabular loaders give them
-            x = x.reshape(x.shape[0], 1, 28, 28)
         return self.head(self.features(x))
 
 

@@ -151,14 +151,15 @@ def test_aggregate_averages_the_curves_over_flip_seeds_and_keeps_each_seeds_numb
 
 
 def test_run_net_trains_a_cnn_on_28_by_28_images_and_refuses_other_sizes(data_dir):
-    Xtr, ytr, Xte, yte = datasets.mnist(str(data_dir), flatten=True, dtype=torch.float32)
+    Xtr, ytr, Xte, yte = datasets.mnist(str(data_dir), flatten=False, dtype=torch.float32)
     Xtr, ytr, Xte, yte = Xtr[:600], ytr[:600], Xte[:200], yte[:200]
     r = ml.run_net((Xtr, ytr), (Xte, yte), arch="cnn", epochs=30, l2=1e-3, retrain_at=(0.0,),
                    fractions=np.linspace(0, 0.3, 31))
     assert r.p == 11_978 and r.model.startswith("CNN") and (r.self_influence <= 0).all()
     assert r.at(0.1)["self_influence"] > 4 * r.at(0.1)["random"]  # EK-FAC on conv layers finds flips
-    with pytest.raises(InputError, match="28 x 28"):
-        ml.fit_net(torch.zeros(10, 64), torch.zeros(10, dtype=torch.long), 10, arch="cnn")
+    for shape in ((10, 64), (10, 784)):  # digits, and flattened MNIST
+        with pytest.raises(InputError, match="28 x 28"):
+            ml.fit_net(torch.zeros(shape), torch.zeros(10, dtype=torch.long), 10, arch="cnn")
 
 
 def test_mislabel_command_model_cnn_takes_mnist_only():

@@ -85,7 +85,8 @@ def load(dataset: str, data_dir: str | None, seed: int, vocabulary: int | None =
                 "multinomial logistic regression"}
     if dataset == "mnist":
         ten = (classes or ("all" if model in NETS else "1v7")) == "all"
-        Xtr, ytr, Xte, yte = datasets.mnist(data_dir, classes=None if ten else (1, 7), flatten=True, dtype=dtype)
+        Xtr, ytr, Xte, yte = datasets.mnist(data_dir, classes=None if ten else (1, 7), flatten=model != "cnn",
+                                            dtype=dtype)  # the CNN takes images [n, 1, 28, 28]
         n_train = (NET_N_TRAIN if model in NETS else 0) if n_train is None else n_train
         if n_train and n_train < len(Xtr):
             idx = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(seed))[:n_train].sort().values

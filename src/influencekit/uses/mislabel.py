@@ -255,14 +255,15 @@ def fit_net(X: Tensor, y: Tensor, classes: int, *, arch: str = "mlp", hidden: tu
     """A tanh network initialised from ``seed`` and trained by ``models.train`` (Adam, cross-entropy +
     (l2/2)||theta||^2, batches in a ``seed`` order): the same recipe for the noisy fit and every refit.
     ``arch``: "mlp" (``models.MLP``, d -> hidden -> classes; ``hidden=()``: multinomial regression) or
-    "cnn" (``models.SmallCNN``, 28 x 28 images, flattened or not; ``hidden`` unused)."""
+    "cnn" (``models.SmallCNN``, images [n, 1, 28, 28]; ``hidden`` unused)."""
     from ..models import MLP, SmallCNN
     from ..models import train as train_model
 
     if arch not in ("mlp", "cnn"):
         raise InputError(f"arch must be 'mlp' or 'cnn', got {arch!r}.")
-    if arch == "cnn" and X[0].numel() != 28 * 28:
-        raise InputError(f"arch 'cnn' takes 28 x 28 images (784 values each), got {X[0].numel()} per example.")
+    if arch == "cnn" and tuple(X.shape[1:]) != (1, 28, 28):
+        raise InputError(f"arch 'cnn' takes 28 x 28 images [n, 1, 28, 28], got {list(X.shape)}; load MNIST with "
+                         "flatten=False.")
     torch.manual_seed(seed)
     model = (SmallCNN(classes) if arch == "cnn" else MLP(X[0].numel(), tuple(hidden), classes)).to(X.dtype)
     return train_model(model, "cross_entropy", X, y, l2=l2, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
