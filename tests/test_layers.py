@@ -173,3 +173,20 @@ def test_lora_adapters_on_a_frozen_base_are_linear_blocks_with_exact_per_example
         ("2.lora_B.default", "linear"), ("4", "linear")]
     X, y = obj.train.x[:20], obj.train.y[:20]
     torch.testing.assert_close(LayerCapture(obj).gradients(X, y), obj.grads(X, y), rtol=0, atol=1e-13)
+
+
+def test_ggn_pseudo_gradients_give_the_gauss_newton_matrix_of_a_conv_net():
+    from torch.func import functional_call, jacrev, vmap
+
+    X, y = _data((2, 7, 7))
+    obj = ik.Objective(ConvNet().double(), "cross_entropy", (X, y))
+    Z = LayerCapture(obj).pseudo_gradients(X, y, "ggn")  # [n, R, p]
+
+    def logits(theta, x):
+        return functional_call(obj.model, obj.unflatten(theta), (x[None],))[0]
+
+    J = vmap(jacrev(logits), in_dims=(None, 0))(obj.theta, X)  # [n, C, p]
+    prob = torch.softmax(obj.model(X), 1).detach()
+    H_out = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]  # cross-entropy's Hessian in the logits
+    ggn = torch.einsum("bcp,bcd,bdq->pq", J, H_out, J) / len(X)
+    torch.testing.assert_close(torch.einsum("brp,brq->pq", Z, Z) / len(X), ggn, rtol=0, atol=1e-12)

@@ -276,15 +276,25 @@ class LayerCapture:
         """Block gradients sum_t g_t a_t^T: a [B, T, cols], g [B, R, T, d_out] -> [B, R, d_out, cols]."""
         return torch.einsum("brto,btc->broc", g, a)
 
+    def pseudo_gradients(self, x: Tensor, y: Tensor, fisher: str = "empirical") -> Tensor:
+        """Per-example pseudo-gradients Z [B, R, p] of the parameters in scope, assembled from the
+        layer captures: with ``fisher="ggn"``, (1/n) sum_b Z_b^T Z_b over the training data is the
+        Gauss-Newton matrix of the data term; ``"empirical"`` has R = 1, Z[:, 0] = ``objective.grads``.
+        A reference path for tests and checks (p columns per pseudo-gradient), not for the solvers."""
+        caps = self.capture(x, y, fisher)
+        B, R = x.shape[0], caps[0][1].shape[1]
+        Z = torch.zeros(B * R, self.objective.p, dtype=self.objective.dtype, device=self.objective.device)
+        for blk, (a, g) in zip(self.blocks, caps):
+            if blk.kind == "embedding":  # one-hot rows: fine for this reference path, not for the solvers
+                a = F.one_hot(a, blk.d_in).to(g.dtype)
+            M = g.unsqueeze(2) if a is None else self.per_example(a, g)  # [B, R, d_out, cols]
+            blk.scatter(M.flatten(0, 1), Z)
+        return Z.reshape(B, R, -1)
+
     def gradients(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-example gradients [B, p] assembled from the layer captures (empirical: at the
         observed labels); equals ``objective.grads(x, y)``. A reference path for tests."""
-        G = torch.zeros(x.shape[0], self.objective.p, dtype=self.objective.dtype, device=self.objective.device)
-        for blk, (a, g) in zip(self.blocks, self.capture(x, y, "empirical")):
-            if blk.kind == "embedding":  # one-hot rows: fine for this reference path, not for the solvers
-                a = F.one_hot(a, blk.d_in).to(g.dtype)
-            blk.scatter(g[:, :1] if a is None else self.per_example(a, g)[:, 0], G)
-        return G
+        return self.pseudo_gradients(x, y)[:, 0]
 
 
 def _module_gradients(m: nn.Module, blk: LayerBlock, params: dict[str, Tensor], args: tuple,
