@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from influencekit import datasets
+from influencekit.experiments import datasets
 
 # tests/ is a package (so same-named test files in sub-folders do not clash); its shared
 # helpers module is imported as a top-level ``helpers``.

@@ -7,8 +7,8 @@ import warnings
 import torch
 
 import influencekit as ik
-from influencekit import datasets
-from influencekit.models import LogisticRegression
+from influencekit.experiments import datasets
+from influencekit.experiments.models import LogisticRegression
 
 
 def logistic_digits(l2: float = 1e-2, n_train: int = 200):
@@ -34,7 +34,7 @@ def worst_test_point(obj, test):
 def digits_mlp(hidden: int = 8, l2: float = 1e-3, n_train: int = 300, classes=None, polish: int = 200):
     """A tanh MLP 64 -> hidden -> 10 on digits in float64: Adam, then ``polish`` L-BFGS steps
     towards a stationary point. Returns (objective, (Xte, yte)); p = 75 * hidden + 10."""
-    from influencekit.models import MLP, train
+    from influencekit.experiments.models import MLP, train
 
     Xtr, ytr, Xte, yte = datasets.digits() if classes is None else datasets.digits(classes)
     Xtr, ytr = Xtr[:n_train].double(), ytr[:n_train]
@@ -66,7 +66,7 @@ def digits_lora(r: int = 2, n_train: int = 300, l2: float = 1e-3):
     float64. Returns (objective over the trainable parameters, (Xte, yte))."""
     from torch import nn
 
-    from influencekit.models import LoRALinear, train
+    from influencekit.experiments.models import LoRALinear, train
 
     Xtr, ytr, Xte, yte = datasets.digits()
     Xtr, ytr = Xtr[:n_train].double(), ytr[:n_train]

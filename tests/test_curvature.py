@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import influencekit as ik
-from influencekit.models import MLP
+from influencekit.experiments.models import MLP, LogisticRegression
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_spectrum_finds_both_ends_of_an_indefinite_hessian(saddle):
 def test_a_positive_definite_hessian_needs_no_damping():
     g = torch.Generator().manual_seed(1)
     X = torch.randn(30, 3, generator=g, dtype=torch.float64)
-    obj = ik.Objective(ik.models.LogisticRegression(3).double().eval(), "logistic", (X, (X[:, 0] > 0).long()), l2=0.1)
+    obj = ik.Objective(LogisticRegression(3).double().eval(), "logistic", (X, (X[:, 0] > 0).long()), l2=0.1)
     assert ik.spectrum(obj, steps=obj.p).min_eigenvalue >= 0.1 - 1e-10  # l2 I bounds it below
     assert ik.suggest_damping(obj) == 0.0
 

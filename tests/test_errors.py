@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import influencekit as ik
-from influencekit.models import MLP, LogisticRegression
+from influencekit.experiments.models import MLP, LogisticRegression
 
 
 def _data(n=20, d=4, seed=0):

@@ -4,7 +4,7 @@ import torch
 from torch.autograd.functional import hessian as autograd_hessian
 
 import influencekit as ik
-from influencekit.models import MLP
+from influencekit.experiments.models import MLP
 
 
 def _mlp_problem():

@@ -6,8 +6,8 @@ import torch
 
 import influencekit as ik
 from helpers import logistic_digits, worst_test_point
-from influencekit import datasets
-from influencekit.models import LogisticRegression
+from influencekit.experiments import datasets
+from influencekit.experiments.models import LogisticRegression
 from influencekit.perturbation import iter_pert_loss, pert_loss, pert_loss_all, predicted_change
 
 

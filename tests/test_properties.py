@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import influencekit as ik
-from influencekit.models import MLP, LogisticRegression
+from influencekit.experiments.models import MLP, LogisticRegression
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,8 +7,8 @@ import torch
 
 from influencekit import Objective
 from influencekit.data import Examples
+from influencekit.experiments.fit import fit_linear
 from influencekit.retrain import evaluate_losses
-from influencekit.uses.fit import fit_linear
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -53,7 +53,7 @@ def test_conv2d_scores_equal_vmap_per_example_gradients_float64():
 
 
 def test_small_cnn_scores_equal_grad_path():
-    from influencekit.models import SmallCNN
+    from influencekit.experiments.models import SmallCNN
 
     X, Y = torch.randn(9, 1, 28, 28, dtype=F64), torch.randint(0, 10, (9,))
     obj = _objective(SmallCNN().double(), X, Y)

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from influencekit import attack_mnist
-from influencekit.attack import AttackConfig, attack
 from influencekit.errors import ConvergenceWarning
+from influencekit.experiments import attack_mnist
+from influencekit.experiments.attack import AttackConfig, attack
 
 HERE = Path(__file__).resolve().parent
 

@@ -36,9 +36,9 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 import influencekit as ik
-from influencekit import datasets
 from influencekit.curvature import spectrum
-from influencekit.models import MLP, SmallCNN, train
+from influencekit.experiments import datasets
+from influencekit.experiments.models import MLP, SmallCNN, train
 
 METHODS = {
     "exact": {},
@@ -138,7 +138,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     torch.set_num_threads(2)
-    report = {"sign": ik.influence.SIGN_CONVENTION, "problems": {}}
+    report = {"sign": ik.SIGN_CONVENTION, "problems": {}}
     for problem in args.problems:
         meta = prepare(problem, args)
         print(f"\n{problem}: n={meta['n']} p={meta['p']} damping={meta['damping']:.3g} "

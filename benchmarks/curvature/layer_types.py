@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 import influencekit as ik
-from influencekit import datasets
-from influencekit.models import LoRALinear, train
+from influencekit.experiments import datasets
+from influencekit.experiments.models import LoRALinear, train
 
 torch.set_num_threads(1)
 

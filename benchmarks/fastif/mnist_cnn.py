@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
+from influencekit.convention import SIGN_CONVENTION
 from influencekit.curvature import spectrum
+from influencekit.experiments.demo import build
+from influencekit.experiments.models import SmallCNN
 from influencekit.fastif import (
     KNNIndex,
     candidate_scores,
@@ -34,10 +37,8 @@ from influencekit.fastif import (
     recall_at_k,
     tune,
 )
-from influencekit.fastif.demo import build
 from influencekit.fastif.tune import DEFAULT_LISSA
-from influencekit.influence import SIGN_CONVENTION, scores
-from influencekit.models import SmallCNN
+from influencekit.influence import scores
 from influencekit.objective import Objective
 from influencekit.solvers import make_solver
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import influencekit as ik
-from influencekit.models import MLP, LogisticRegression
+from influencekit.experiments.models import MLP, LogisticRegression
 
 RESULT = "result"  # expected outcome: a finite result, no error
 

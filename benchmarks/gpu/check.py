@@ -22,9 +22,9 @@ import time
 import torch
 
 from influencekit import Influence, Objective, make_solver, scores, spectrum
-from influencekit.datasets import mnist
-from influencekit.models import SmallCNN, train
-from influencekit.workloads import make_workload
+from influencekit.experiments.datasets import mnist
+from influencekit.experiments.models import SmallCNN, train
+from influencekit.experiments.workloads import make_workload
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,8 +10,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 benchmarks/gpu/check.py --data-dir "$data" --out "$out/gpu_check.json" 2>&1 | grep -v Warning | tee "$out/check.log"
 # torch.distributed on NCCL (one GPU: one rank) against one plain process on the CPU, same weights
-python3 -m influencekit.distributed --problem digits-logreg --solver cg --weights /tmp/w --out /tmp/single \
+python3 -m influencekit.experiments.sharded --problem digits-logreg --solver cg --weights /tmp/w --out /tmp/single \
     2>&1 | tee "$out/distributed.log"
-torchrun --standalone --nproc_per_node=1 -m influencekit.distributed --problem digits-logreg --solver cg \
+torchrun --standalone --nproc_per_node=1 -m influencekit.experiments.sharded --problem digits-logreg --solver cg \
     --backend nccl --weights /tmp/w --out /tmp/nccl --check /tmp/single 2>&1 | tee -a "$out/distributed.log"
 echo "nccl check exit: ${PIPESTATUS[0]}" | tee -a "$out/distributed.log"

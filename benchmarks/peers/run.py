@@ -71,7 +71,7 @@ def set_damping(d: float) -> None:
 
 # ---- the workload -------------------------------------------------------------------------
 def make_model(kind: str, seed: int = 0) -> nn.Module:
-    from influencekit.models import MLP, SmallCNN
+    from influencekit.experiments.models import MLP, SmallCNN
 
     torch.manual_seed(seed)
     if kind == "mlp-small":  # 2,410 params: an exact reference that fits a busy shared CPU
@@ -82,8 +82,8 @@ def make_model(kind: str, seed: int = 0) -> nn.Module:
 def prepare(kind: str, work: Path, seed: int = 0) -> dict:
     """Train the model on digits (10 classes; initialisation and batch order from ``seed``) and
     save model + data as safetensors."""
-    from influencekit.datasets import digits
-    from influencekit.models import train
+    from influencekit.experiments.datasets import digits
+    from influencekit.experiments.models import train
 
     Xtr, ytr, Xte, yte = digits(classes=None, dtype=torch.float32)
     if kind == "cnn":  # 8x8 digits upsampled to the 28x28 the SmallCNN takes

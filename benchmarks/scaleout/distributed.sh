@@ -8,10 +8,10 @@ solver=${2:-cg}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 start=$(date +%s.%N)
-python -m influencekit.distributed --problem "$problem" --solver "$solver" --weights "$out/w" \
+python -m influencekit.experiments.sharded --problem "$problem" --solver "$solver" --weights "$out/w" \
     --out "$out/single"
 mid=$(date +%s.%N)
-torchrun --standalone --nproc_per_node=2 -m influencekit.distributed --problem "$problem" --solver "$solver" \
+torchrun --standalone --nproc_per_node=2 -m influencekit.experiments.sharded --problem "$problem" --solver "$solver" \
     --weights "$out/w" --out "$out/two" --check "$out/single"
 end=$(date +%s.%N)
 echo "wall: 1 process $(echo "$mid - $start" | bc) s, 2 processes $(echo "$end - $mid" | bc) s (incl. start-up)"

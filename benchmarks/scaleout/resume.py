@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from influencekit import Influence
-from influencekit.datasets import digits
-from influencekit.models import MLP, train
-from influencekit.runs import ScoringRun
+from influencekit.experiments.datasets import digits
+from influencekit.experiments.models import MLP, train
+from influencekit.scale.runs import ScoringRun
 
 CHUNK, TESTS = 64, 20
 

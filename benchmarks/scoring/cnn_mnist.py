@@ -35,8 +35,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from influencekit import SOLVERS, Objective, make_solver, scores
-from influencekit.datasets import _file
-from influencekit.models import SmallCNN, train
+from influencekit.experiments.datasets import _file
+from influencekit.experiments.models import SmallCNN, train
 
 BATCH = 512
 M_TEST = 100

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from influencekit import datasets
 from influencekit.data import Examples
+from influencekit.experiments import datasets
+from influencekit.experiments.models import SmallCNN
 from influencekit.influence import scores
-from influencekit.models import SmallCNN
 from influencekit.objective import Objective
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from influencekit import datasets
+from influencekit.experiments import datasets
+from influencekit.experiments.models import SmallCNN
 from influencekit.influence import scores
-from influencekit.models import SmallCNN
 from influencekit.objective import Objective
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from influencekit import Objective
-from influencekit.commands.mislabel import CNN_RECIPE, load
-from influencekit.layers import LayerCapture
-from influencekit.uses import mislabel as ml
+from influencekit.capture import LayerCapture
+from influencekit.cli.mislabel import CNN_RECIPE, load
+from influencekit.experiments import mislabel as ml
 
 FRACTIONS = np.array([0.05, 0.1, 0.2])
 

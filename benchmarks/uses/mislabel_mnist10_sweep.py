@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from influencekit.commands.mislabel import load
+from influencekit.cli.mislabel import load
 from influencekit.errors import ConvergenceWarning
-from influencekit.uses import mislabel as ml
+from influencekit.experiments import mislabel as ml
 
 HERE = Path(__file__).resolve().parent
 torch.set_num_threads(1)

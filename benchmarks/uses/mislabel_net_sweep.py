@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from influencekit import datasets
-from influencekit.uses import mislabel as ml
+from influencekit.experiments import datasets
+from influencekit.experiments import mislabel as ml
 
 HERE = Path(__file__).resolve().parent
 

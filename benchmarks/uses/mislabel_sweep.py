@@ -33,8 +33,8 @@ from scipy.optimize import minimize
 from scipy.sparse.linalg import LinearOperator, cg
 from scipy.special import expit
 
-from influencekit import datasets
-from influencekit.uses import mislabel as ml
+from influencekit.experiments import datasets
+from influencekit.experiments import mislabel as ml
 
 HERE = Path(__file__).resolve().parent
 torch.set_num_threads(1)

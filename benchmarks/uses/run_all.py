@@ -7,7 +7,7 @@ Enron1 and MNIST, the diabetes domain-mismatch top-10 check, and the explain fig
 Prints every figure and writes PNGs + results.json next to this file (``--only`` updates only
 those entries). Mislabel entries are means over ``--repeats`` flip seeds (0, 1, ...; the networks:
 ``--net-repeats``) on one data split, with every seed's numbers in results.json. Settings are the
-defaults of ``influencekit.commands.mislabel``: ``enron`` the paper's protocol (raw counts, words in
+defaults of ``influencekit.cli.mislabel``: ``enron`` the paper's protocol (raw counts, words in
 >= 5 emails, l2 = 1e-4), ``enron_validated`` the validated one (log1p counts, l2 = 1e-3; chosen by
 ``mislabel_sweep.py``), ``mnist`` 1 vs 7 logistic regression and ``mnist_all`` 10-class multinomial
 regression (both ``--mnist-train`` points, l2 = 1e-2 by validation; ``mislabel_mnist10_sweep.py``
@@ -25,8 +25,9 @@ import json
 import time
 from pathlib import Path
 
-from influencekit import SIGN_CONVENTION, report
-from influencekit.commands import explain, mislabel, mismatch
+from influencekit import SIGN_CONVENTION
+from influencekit.cli import explain, mislabel, mismatch
+from influencekit.experiments import report
 
 HERE = Path(__file__).resolve().parent
 

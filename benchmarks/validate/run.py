@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-from influencekit.workloads import make_workload, validate
+from influencekit.experiments.workloads import make_workload, validate
 
 CASES = [
     ("digits-logreg", "exact", {}), ("digits-logreg", "cg", {}), ("digits-logreg", "lissa", {}),

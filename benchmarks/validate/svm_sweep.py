@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from influencekit.workloads import make_workload, validate
+from influencekit.experiments.workloads import make_workload, validate
 
 CASES = [("mnist-svm", {"l2": 1e-2}), ("mnist-svm", {"l2": 1e-3}), ("mnist-svm", {"l2": 1e-1}),
          ("mnist-svm", {"l2": 1e-2, "t": 0.0}),

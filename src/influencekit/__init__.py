@@ -4,6 +4,7 @@ Influence functions (Koh & Liang 2017) for any trained PyTorch model. Sign conve
 ``influencekit.influence`` (positive I_up,loss = harmful; loo = -(1/n) I_up,loss).
 """
 
+from .convention import SIGN_CONVENTION
 from .curvature import Spectrum, spectrum, suggest_damping
 from .data import Examples
 from .errors import (
@@ -17,7 +18,7 @@ from .errors import (
     NonFiniteError,
     UnsupportedLayerError,
 )
-from .influence import SIGN_CONVENTION, Influence, scores
+from .influence import Influence, scores
 from .losses import SmoothHinge, get_loss
 from .objective import Objective
 from .retrain import descend, loo_retrain, minimize, newton

@@ -1,21 +1,6 @@
-"""The influence quantities of Koh & Liang (2017), and the one place their signs are defined.
+"""The influence quantities of Koh & Liang (2017) for one trained model: the ``Influence`` face.
 
-Sign and scaling convention (used by every function, output and report of influencekit):
-
-* ``up_params[i]  = I_up,params(z_i) = -H^{-1} grad L(z_i)``  [p]: d theta_hat / d eps when z_i
-  is up-weighted by eps in R(theta) + eps L(z_i, theta).
-* ``up_loss[j, i] = I_up,loss(z_i, z_test_j) = -grad L(z_test_j)^T H^{-1} grad L(z_i)``.
-  **Positive: z_i is harmful** to z_test_j (up-weighting it raises the test loss);
-  **negative: z_i is helpful**. Units: test-loss per unit of up-weighting eps.
-* ``loo[j, i] = -(1/n) up_loss[j, i]``: the predicted change of the test loss,
-  L(z_test, theta_hat_{-i}) - L(z_test, theta_hat), when z_i is removed (eps = -1/n). Positive:
-  removing z_i raises the test loss (z_i was helpful). This is what leave-one-out retraining
-  measures (``retrain.loo_retrain``).
-* ``self_influence[i] = I_up,loss(z_i, z_i) = -grad L(z_i)^T H^{-1} grad L(z_i)`` (<= 0 for a
-  positive-definite H). Large magnitude: the point props up its own fit; check its label.
-
-H is the Hessian of R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2 at theta_hat,
-plus the solver's damping.
+Signs and scaling: ``influencekit.convention`` (positive I_up,loss = harmful).
 """
 
 from __future__ import annotations
@@ -33,10 +18,6 @@ from .errors import InputError, NonFiniteError
 from .losses import LossFn
 from .objective import Objective
 from .solvers import Solver, make_solver
-
-SIGN_CONVENTION = ("up_loss = I_up,loss = -grad L(z_test)^T H^-1 grad L(z_train): positive = harmful "
-                   "(up-weighting raises test loss), negative = helpful; loo = -(1/n) up_loss = predicted "
-                   "change of test loss when the training point is removed.")
 
 #: With at most this many test vectors, "auto" scoring uses forward-mode directional derivatives
 #: (k jvp passes, no per-example gradients); above it, per-layer factorised contractions

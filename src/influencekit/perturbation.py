@@ -38,10 +38,6 @@ from .data import DataLike, Examples
 from .errors import InputError, NonFiniteError
 from .objective import Objective
 
-PERT_CONVENTION = ("I_pert,loss = -grad_x (s_test . grad_theta L(z_train)), s_test = H^-1 grad L(z_test); moving "
-                   "training input x by delta changes the retrained test loss by about (1/n) I_pert,loss . delta "
-                   "(positive = raises the test loss, i.e. makes the training point more harmful).")
-
 
 def pert_loss(objective: Objective, s_test: Tensor, x: Tensor, y: Tensor, *, wrt: str = "x") -> Tensor:
     """I_pert,loss(z_b, z_test) for one batch of training points.

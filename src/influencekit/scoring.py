@@ -31,9 +31,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from .capture import out_rows, patches
 from .data import DataLike, Examples
 from .errors import InputError, NonFiniteError
-from .layers import out_rows, patches
 from .objective import Objective
 
 

@@ -222,8 +222,8 @@ def test_the_fit_does_not_depend_on_the_capture_batch_size(opts):
 
 def test_ekfac_handles_an_mlp_with_layernorm_close_to_exact_influence():
     # before generic blocks K-FAC/EK-FAC refused this network; now the norm layers are exact blocks
-    from influencekit import datasets
-    from influencekit.models import train
+    from influencekit.experiments import datasets
+    from influencekit.experiments.models import train
 
     Xtr, ytr, Xte, yte = datasets.digits()
     Xtr, ytr = Xtr[:300].double(), ytr[:300]
@@ -270,7 +270,7 @@ def test_an_embedding_is_factorised_as_the_linear_layer_on_one_hot_inputs():
     objs = [ik.Objective(m, "cross_entropy", (x, y), l2=1e-3) for m, x in ((emb, X), (lin, onehot))]
     solvers = [ik.make_solver("kfac", damping=0.01, exact_block=0).fit(o) for o in objs]
     assert solvers[0].blocks[0].kind == "embedding" and solvers[0].kinds == ["kronecker", "kronecker"]
-    torch.testing.assert_close(ik.layers.LayerCapture(objs[0]).gradients(X, y), objs[0].grads(X, y),
+    torch.testing.assert_close(ik.capture.LayerCapture(objs[0]).gradients(X, y), objs[0].grads(X, y),
                                rtol=0, atol=1e-13)
     G = objs[0].grads(X[:5], y[:5])  # emb.weight [9, 3] row-major, then the head
     Gl = torch.cat([G[:, :27].reshape(5, 9, 3).transpose(1, 2).reshape(5, 27), G[:, 27:]], 1)
@@ -286,7 +286,7 @@ def test_ekfac_embedding_eigenvalues_are_the_squared_rotated_token_gradients():
     (emb, X), _, y = _bag_problem()
     obj = ik.Objective(emb, "cross_entropy", (X, y), l2=1e-3)
     s = ik.make_solver("ekfac", damping=0.01, exact_block=0).fit(obj)
-    (a, g), _ = ik.layers.LayerCapture(obj).capture(X, y, "ggn")
+    (a, g), _ = ik.capture.LayerCapture(obj).capture(X, y, "ggn")
     QS = s.factors[0]["QS"]
     G = torch.einsum("brto,btv->brov", g, nn.functional.one_hot(a, 9).double())  # per-example blocks [B, R, 3, 9]
     ref = ((QS.T @ G) ** 2).sum((0, 1)) / obj.n
@@ -300,7 +300,7 @@ def test_an_embedding_padding_row_gets_no_gradient_and_no_curvature():
     obj = ik.Objective(emb, "cross_entropy", (X, y), l2=1e-3)
     G = obj.grads(X, y)
     assert G[:, :3].abs().max() == 0 and (X == 0).any()  # emb.weight row 0 = the padding row
-    torch.testing.assert_close(ik.layers.LayerCapture(obj).gradients(X, y), G, rtol=0, atol=1e-13)
+    torch.testing.assert_close(ik.capture.LayerCapture(obj).gradients(X, y), G, rtol=0, atol=1e-13)
     for name in ("kfac", "ekfac"):
         s = ik.make_solver(name, damping=0.01, exact_block=0).fit(obj)
         assert s.factors[0]["eigenvalues"][:, 0].abs().max() == 0  # column 0 of [d, V]: the padding token

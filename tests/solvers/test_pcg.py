@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import influencekit as ik
-from influencekit import datasets
+from influencekit.experiments import datasets
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,16 @@
   each sign (maximum inner product search), aimed at influence rather than similarity;
 * ``prefilter``: scores on the candidates only, top-k helpful/harmful, recall against the full method;
 * ``tune``: the cheapest inverse-HVP setting whose scores match a reference (Pearson >= target);
-* ``parallel``: s_test and scoring shards in worker processes, equal to the serial result.
 
-Signs follow ``influencekit.influence.SIGN_CONVENTION``: I_up,loss > 0 harmful, < 0 helpful,
+Signs follow ``influencekit.convention.SIGN_CONVENTION``: I_up,loss > 0 harmful, < 0 helpful,
 loo = -(1/n) I_up,loss.
 """
 
 from .gradients import gradient_candidates, gradient_embedding, gradient_index, head_block, head_params
 from .index import KNNIndex, embed, fingerprint, load_or_build
-from .parallel import parallel_s_test, parallel_scores
 from .prefilter import candidate_scores, recall_at_k, top_influential
 from .tune import Trial, tune
 
 __all__ = ["KNNIndex", "Trial", "candidate_scores", "embed", "fingerprint", "gradient_candidates",
-           "gradient_embedding", "gradient_index", "head_block", "head_params", "load_or_build", "parallel_s_test",
-           "parallel_scores", "recall_at_k", "top_influential", "tune"]
+           "gradient_embedding", "gradient_index", "head_block", "head_params", "load_or_build",
+           "recall_at_k", "top_influential", "tune"]

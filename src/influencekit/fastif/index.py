@@ -58,9 +58,9 @@ def embed(model: nn.Module | None, data: DataLike | Tensor, *, fn: Callable[[Ten
 
 def fingerprint(*parts: nn.Module | Tensor | str | float | int | None) -> str:
     """SHA-256 hex digest of models (architecture, parameter and buffer values, via
-    ``storage.fingerprint_model``), tensors (dtype, shape, bytes) and plain values, in order.
+    ``influencekit.fingerprint.fingerprint_model``), tensors (dtype, shape, bytes) and plain values, in order.
     Any change in weights or data gives another fingerprint."""
-    from ..storage import fingerprint_model
+    from ..fingerprint import fingerprint_model
 
     h = hashlib.sha256()
     for part in parts:

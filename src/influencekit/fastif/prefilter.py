@@ -8,7 +8,7 @@ last-layer terms, ``gradients``) are scored:
 
 Each training point in the union of all candidate lists is scored once against all m vectors (a
 point shared by several lists costs one gradient computation), so the cost is |union| examples,
-at most min(n, m k), instead of n. Signs: ``influencekit.influence.SIGN_CONVENTION``.
+at most min(n, m k), instead of n. Signs: ``influencekit.convention.SIGN_CONVENTION``.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..capture import FISHER_TYPES, LayerBlock, LayerCapture
 from ..errors import InputError, NegativeCurvatureError
-from ..layers import FISHER_TYPES, LayerBlock, LayerCapture
 from ..objective import Objective
 from .base import Solver, register
 
