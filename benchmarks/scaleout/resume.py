@@ -27,7 +27,7 @@ import torch
 from influencekit import Influence
 from influencekit.experiments.datasets import digits
 from influencekit.experiments.models import MLP, train
-from influencekit.scale.runs import ScoringRun
+from influencekit.runs import ScoringRun
 
 CHUNK, TESTS = 64, 20
 

@@ -14,11 +14,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from influencekit import Influence
+from influencekit import Influence, storage
 from influencekit.errors import InputError
 from influencekit.experiments.models import MLP
 from influencekit.experiments.sharded import main
-from influencekit.scale import storage
 from influencekit.scale.distributed import ShardedInfluence, ShardedObjective, shard, shard_bounds
 
 N = 101  # odd: the two shards differ in size (51 + 50), which the gather must handle

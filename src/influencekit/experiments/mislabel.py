@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .. import storage
 from ..convention import SIGN_CONVENTION
 from ..errors import ConvergenceWarning, InputError
 from ..influence import Influence
-from ..scale import storage
 from .fit import (
     accuracy,
     fit_input,

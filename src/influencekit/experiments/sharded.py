@@ -44,8 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import fingerprint
-    from ..scale import storage
+    from .. import fingerprint, storage
     from .workloads import make_workload
 
     args = _parser().parse_args(argv)

@@ -1,9 +1,10 @@
-"""Scale: what influencekit needs beyond one process and one sitting.
+"""Scale: influence over more than one process.
 
-* ``storage``: trusted files (atomic writes, safetensors + checksummed JSON, never pickle);
-* ``runs``: a resumable scoring run, chunk by chunk, that a killed process picks up;
-* ``distributed``: the training data sharded over torch.distributed ranks;
+* ``distributed``: the training data sharded over torch.distributed ranks; every pass over it is
+  a local sum followed by one all-reduce, so each rank holds the full-data answer;
 * ``pool``: s_test and scoring shards in worker processes on one machine.
 
-This ring builds on the core and never imports the experiments or the command line.
+Results on disk and resumable runs are the core's (``influencekit.storage``, ``influencekit.runs``):
+the face's ``Influence.run`` needs them in one process too. This ring builds on the core and
+never imports the experiments or the command line.
 """

@@ -17,7 +17,7 @@ import torch
 from influencekit import Influence
 from influencekit.errors import CacheError
 from influencekit.experiments.models import MLP
-from influencekit.scale.runs import ScoringRun, load_solver, save_solver
+from influencekit.runs import ScoringRun, load_solver, save_solver
 from influencekit.solvers import make_solver
 
 N, CHUNK = 240, 12  # 20 chunk files

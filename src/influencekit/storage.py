@@ -32,8 +32,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from ..errors import CacheError
-from ..fingerprint import jsonable, sha256
+from .errors import CacheError
+from .fingerprint import jsonable, sha256
 
 FORMAT = "influencekit-record/1"
 #: metadata keys compared on load, and the words used when they differ
@@ -90,7 +90,7 @@ def exists(path: str | os.PathLike) -> bool:
 def save(path: str | os.PathLike, tensors: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> Path:
     """Store ``tensors`` at ``path`` (``.safetensors``) with ``meta`` (JSON-able settings and
     fingerprints) in ``path.json``, both atomically, the JSON last. Returns the JSON path."""
-    from ..convention import SIGN_CONVENTION
+    from .convention import SIGN_CONVENTION
 
     tpath, jpath = _paths(path)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 
-from influencekit import fingerprint
+from influencekit import fingerprint, storage
 from influencekit.convention import SIGN_CONVENTION
 from influencekit.errors import CacheError
 from influencekit.experiments.models import MLP
 from influencekit.objective import Objective
-from influencekit.scale import storage
 
 
 @pytest.fixture

@@ -30,14 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import fingerprint
-from ..convention import SIGN_CONVENTION
-from ..data import DataLike, Examples
-from ..errors import CacheError, InputError
-from ..influence import Influence, scores
-from ..objective import Objective
-from ..solvers import Solver
-from . import storage
+from . import fingerprint, storage
+from .convention import SIGN_CONVENTION
+from .data import DataLike, Examples
+from .errors import CacheError, InputError
+from .influence import Influence, scores
+from .objective import Objective
+from .solvers import Solver
 
 
 class ScoringRun:
