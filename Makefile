@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-# torch==2.13.0 first: a local CPU wheel here; the package itself only asks torch>=2.4.
+# torch==2.13.0 first: a local CPU wheel here; the package itself only asks torch>=2.4, so no
+# extra can move it. Then the package with every extra (fastif, experiments) and the test tools.
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[all,test]"
 	touch $@
 
 # The main job: on bundled digits, explain test predictions (most helpful / harmful training

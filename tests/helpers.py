@@ -7,20 +7,14 @@ import warnings
 import torch
 
 import influencekit as ik
-from influencekit.experiments import datasets
-from influencekit.experiments.models import LogisticRegression
+from influencekit.experiments import datasets, problems
 
 
 def logistic_digits(l2: float = 1e-2, n_train: int = 200):
-    """Logistic regression on digits 1 vs 7, trained to a stationary point in float64.
-    Returns (objective, model, (Xte, yte)); p = 65."""
-    Xtr, ytr, Xte, yte = datasets.digits((1, 7))
-    Xtr, ytr = Xtr[:n_train], ytr[:n_train]
-    model = LogisticRegression(64).double()
-    obj = ik.Objective(model, "logistic", (Xtr, ytr), l2=l2, batch_size=64)
-    model = obj.to_model(ik.minimize(obj, newton_steps=2)).eval()
-    obj = ik.Objective(model, "logistic", (Xtr, ytr), l2=l2, batch_size=64)
-    return obj, model, (Xte, yte)
+    """The digits-logreg problem (logistic regression on digits 1 vs 7, float64, stationary) on its
+    first ``n_train`` training points. Returns (objective, model, (Xte, yte)); p = 65."""
+    p = problems.make("digits-logreg", n_train=n_train, l2=l2)
+    return p.objective(batch_size=64), p.model, p.test
 
 
 def worst_test_point(obj, test):

@@ -1,5 +1,6 @@
 """Objective: per-example gradients, HVPs and the Hessian equal autograd's exact values."""
 
+import pytest
 import torch
 from torch.autograd.functional import hessian as autograd_hessian
 
@@ -64,3 +65,58 @@ def test_params_in_scope_restrict_theta_and_leave_the_model_untouched():
     last.hvp(torch.ones(last.p, dtype=torch.float64))
     for k, v in obj.model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+class _Twice(ik.Objective):
+    """The training data held once, every sum over it counted twice by the reduction hook: the
+    hook of a sharded objective, simulated in one process with two identical shards."""
+
+    @property
+    def n(self):
+        return 2 * len(self.train)
+
+    def reduce(self, total):
+        return 2 * total
+
+
+def test_every_sum_over_the_training_data_goes_through_the_reduction_hook():
+    obj, X, y = _mlp_problem()
+    twice = _Twice(obj.model, "cross_entropy", (X, y), l2=0.1, batch_size=7)
+    both = ik.Objective(obj.model, "cross_entropy", (torch.cat([X, X]), torch.cat([y, y])), l2=0.1, batch_size=7)
+    V = torch.randn(3, obj.p, dtype=torch.float64)
+    torch.testing.assert_close(twice.hvp(V), both.hvp(V), rtol=1e-12, atol=1e-14)
+    for a, b in zip(twice.risk(with_grad=True), both.risk(with_grad=True)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for name in ("kfac", "ekfac", "datainf"):  # curvature statistics too: the same fitted solver
+        s1 = ik.make_solver(name, damping=0.1).fit(twice)
+        s2 = ik.make_solver(name, damping=0.1).fit(both)
+        torch.testing.assert_close(s1.solve(V), s2.solve(V), rtol=1e-9, atol=1e-12)
+
+
+def test_stream_sums_a_weighted_term_over_batches_into_any_structure():
+    obj, X, y = _mlp_problem()
+    w = torch.rand(40, dtype=torch.float64)
+    got = obj.stream(lambda x, y_, wb: {"count": torch.tensor(float(len(x))), "w": (wb[:, None] * x).sum(0)},
+                     weights=w)
+    torch.testing.assert_close(got["count"], torch.tensor(40.0))
+    torch.testing.assert_close(got["w"], (w[:, None] * X).sum(0))
+    with pytest.raises(ik.InputError, match="one per training point"):
+        obj.stream(lambda *a: torch.zeros(()), weights=w[:-1])
+
+
+def test_weighted_risk_and_hessian_are_those_of_the_weighted_sum():
+    """R_w(theta) = (1/n) sum_i w_i L_i + (l2/2)||theta||^2 with autograd on the whole data."""
+    obj, X, y = _mlp_problem()
+    w = torch.rand(40, dtype=torch.float64)
+
+    def risk(theta):
+        losses = torch.nn.functional.cross_entropy(obj.outputs(theta, X), y, reduction="none")
+        return (w * losses).sum() / 40 + 0.5 * obj.l2 * theta.dot(theta)
+
+    theta = obj.theta.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(risk(theta), theta)
+    val, g = obj.risk(with_grad=True, weights=w)
+    torch.testing.assert_close(val, risk(obj.theta), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-14)
+    V = torch.randn(2, obj.p, dtype=torch.float64)
+    torch.testing.assert_close(obj.hvp(V, weights=w), V @ autograd_hessian(risk, obj.theta), rtol=1e-10, atol=1e-12)

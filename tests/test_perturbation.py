@@ -8,12 +8,13 @@ import influencekit as ik
 from helpers import logistic_digits, worst_test_point
 from influencekit.experiments import datasets
 from influencekit.experiments.models import LogisticRegression
+from influencekit.influence import scores
 from influencekit.perturbation import iter_pert_loss, pert_loss, pert_loss_all, predicted_change
 
 
 def _exact_up_loss(obj, s, X, Y):
     """I_up,loss(z, z_test) = -s_test^T grad L(z) for each row of (X, Y): [B]."""
-    return -ik.scores(obj, s, (X, Y), method="grad")[0]
+    return -scores(obj, s, (X, Y), method="grad")[0]
 
 
 def test_pert_loss_is_the_input_gradient_of_the_exact_up_loss():
@@ -37,7 +38,7 @@ def test_moving_a_training_input_changes_the_retrained_test_loss_by_one_over_n_p
     t = worst_test_point(obj, test)
     s = inf.s_test(t)[0]
     X, Y = obj.train.x, obj.train.y
-    i = int(ik.scores(obj, s)[0].abs().argmax())  # an influential point, so the change is well above round-off
+    i = int(scores(obj, s)[0].abs().argmax())  # an influential point, so the change is well above round-off
     g = pert_loss(obj, s, X[i:i + 1], Y[i:i + 1])[0]
     delta = 1e-3 * g / g.norm()
 
@@ -112,3 +113,17 @@ def test_bad_requests_say_what_to_change():
         pert_loss(obj, obj.theta, x, y, wrt="theta")
     with pytest.raises(ik.InputError, match=r"\[p\] or \[k, p\]"):
         pert_loss(obj, obj.theta[:3], x, y)
+
+
+def test_the_face_gives_pert_loss_of_its_s_test_for_chosen_training_rows():
+    obj, model, test = logistic_digits(n_train=100)
+    inf = ik.Influence(model, "logistic", obj.train, l2=obj.l2, solver="exact", batch_size=30)
+    t = (test[0][:3], test[1][:3])
+    every = pert_loss_all(obj, inf.s_test(t))  # [3, n, 64]
+    torch.testing.assert_close(inf.pert_loss(t), every)
+    rows = [97, 4, 4, 31]  # any order, repeats allowed
+    torch.testing.assert_close(inf.pert_loss(t, rows), every[:, rows])
+    with pytest.raises(ik.InputError, match=r"\[0, n = 100\)"):
+        inf.pert_loss(t, [100])
+    with pytest.raises(ik.InputError, match="floating labels"):
+        inf.pert_loss(t, [0], wrt="y")

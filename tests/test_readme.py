@@ -19,7 +19,8 @@ def _snippet() -> str:
     return blocks[0]
 
 
-def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retraining():
+def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retraining(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippet's resumable run writes its folder here
     g = torch.Generator().manual_seed(0)
     X_train = torch.randn(40, 4, generator=g, dtype=torch.float64)
     y_train = (X_train[:, :3] + 0.5 * torch.randn(40, 3, generator=g, dtype=torch.float64)).argmax(1)
@@ -32,6 +33,12 @@ def test_the_readme_snippet_runs_and_its_influence_predicts_leave_one_out_retrai
     assert ns["scores"].shape == (m, n) and ns["change"].shape == (m, n) and ns["selfinf"].shape == (n,)
     torch.testing.assert_close(ns["change"], -ns["scores"] / n)  # loo = -(1/n) I_up,loss, as the table says
     assert (ns["selfinf"] <= 0).all()
+    top = ns["top"]  # the 5 largest and the 5 most negative I_up,loss of each test point, in order
+    torch.testing.assert_close(top.harmful, ns["scores"].sort(1, descending=True).values[:, :5])
+    torch.testing.assert_close(top.helpful, ns["scores"].sort(1).values[:, :5])
+    assert top.scored == n and top.candidates is None
+    torch.testing.assert_close(ns["saved"], ns["scores"])  # the resumable run stores the same matrix
+    assert (tmp_path / "scores" / "run.json").exists()
     predicted, actual = ns["change"][:, [3, 14]], ns["actual"]
     assert actual.shape == (m, 2)
     # a convex model at its optimum, no damping: the first-order prediction is within a few percent

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from influencekit import InputError, Objective, scores
-from influencekit.scoring import LayerScorer, layer_block, layer_scores
+from influencekit import InputError, Objective, UnsupportedLayerError, scores
+from influencekit.scoring import LayerScorer, embedding_block, layer_block, layer_scores
 
 F64 = torch.float64
 
@@ -125,3 +125,96 @@ def test_scores_other_data_and_rejects_bad_queries():
     torch.testing.assert_close(layer_scores(obj, S, (Xo, Yo)), scores(obj, S, (Xo, Yo), method="grad"))
     with pytest.raises(InputError, match="query vectors must be"):
         layer_scores(obj, torch.randn(2, obj.p + 1, dtype=F64))
+
+
+class Gain(nn.Module):
+    """A custom module with its own parameters (no structure the capture knows): x * gain + shift."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.gain, self.shift = nn.Parameter(1 + 0.1 * torch.randn(d)), nn.Parameter(0.1 * torch.randn(d))
+
+    def forward(self, x):
+        return x * self.gain + self.shift
+
+
+class Zoo(nn.Module):
+    """Every kind of block the one capture has: an embedding, a convolution, a grouped convolution
+    and a LayerNorm and a custom module (generic blocks), a LoRA adapter on a frozen Linear, an
+    output Linear whose weight is tied to the embedding's, and a parameter of the root module.
+    Tokens [B, 5] from a vocabulary of 11 -> 11 logits."""
+
+    def __init__(self):
+        from influencekit.experiments.models import LoRALinear
+
+        super().__init__()
+        self.emb = nn.Embedding(11, 4, padding_idx=0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.grouped = nn.Conv2d(2, 2, 3, groups=2)
+        self.norm = nn.LayerNorm(12)
+        self.gain = Gain(12)
+        self.lora = LoRALinear(nn.Linear(12, 4), r=2, alpha=4.0)
+        nn.init.normal_(self.lora.lora_B["default"].weight)  # B != 0: the adapter's A gets a gradient
+        self.out = nn.Linear(4, 11, bias=False)
+        self.out.weight = self.emb.weight  # tied: one parameter, two modules
+        self.temperature = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(self.emb(x).unsqueeze(1)))  # [B, 2, 5, 4]
+        h = torch.tanh(self.grouped(h)).flatten(1)  # [B, 2 * 3 * 2]
+        h = torch.tanh(self.lora(self.gain(self.norm(h))))
+        return self.out(h) * self.temperature
+
+
+def test_every_supported_layer_type_is_scored_exactly_by_the_one_capture():
+    """scorer(x, y) = S @ grad L(z_b) for a model with every block kind the capture has: no
+    per-example gradient is formed, and the numbers are those of vmap's gradients."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randint(0, 11, (13, 5), generator=g), torch.randint(0, 11, (13,), generator=g)
+    obj = _objective(Zoo().double(), X, Y)
+    assert "lora.base_layer.weight" not in obj.names and "out.weight" not in obj.names  # frozen; tied
+    S = torch.randn(6, obj.p, dtype=F64)
+    scorer = LayerScorer(obj, S)
+    assert {(b.name, b.kind) for b in scorer.blocks} == {
+        ("", "generic"), ("emb", "embedding"), ("conv", "conv2d"), ("grouped", "generic"), ("norm", "generic"),
+        ("gain", "generic"), ("lora.lora_A.default", "linear"), ("lora.lora_B.default", "linear"),
+        ("out", "linear")}
+    want = S @ obj.grads(X, Y).T
+    torch.testing.assert_close(scorer(X, Y), want, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(layer_scores(obj, S[:1]), want[:1], rtol=1e-11, atol=1e-12)  # the other order
+    torch.testing.assert_close(scores(obj, S, method="layers"), want, rtol=1e-11, atol=1e-12)
+
+
+def test_embedding_block_gathers_the_query_column_of_every_token():
+    tokens = torch.tensor([[1, 2, 1], [0, 3, 3]])
+    G, E = torch.randn(2, 3, 5, dtype=F64), torch.randn(4, 6, 5, dtype=F64)  # E: k queries of a [V, d] weight
+    onehot = nn.functional.one_hot(tokens, 6).double()  # [B, T, V]: the embedding is linear in one-hot rows
+    direct = torch.einsum("btd,kvd,btv->bk", G, E, onehot)
+    torch.testing.assert_close(embedding_block(tokens, G, E), direct)
+
+
+def test_a_module_the_capture_cannot_replay_names_the_other_scoring_methods():
+    class TwoOut(nn.Module):  # its own parameter, and a tuple out: no single output gradient to capture
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3))
+
+        def forward(self, x):
+            return x @ self.w, x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair, self.head = TwoOut(), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.head(self.pair(x)[0])
+
+    X, Y = torch.randn(6, 4, dtype=F64), torch.randint(0, 3, (6,))
+    obj = _objective(Net().double(), X, Y)
+    S = torch.randn(2, obj.p, dtype=F64)
+    with pytest.raises(UnsupportedLayerError, match=r"pair returns tuple.*method='grad' or 'jvp'"):
+        layer_scores(obj, S)
+    head = _objective(Net().double(), X, Y, params=["head.weight", "head.bias"])  # out of scope: fine
+    torch.testing.assert_close(layer_scores(head, S[:, :12]), S[:, :12] @ head.grads(X, Y).T)

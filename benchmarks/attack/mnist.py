@@ -7,8 +7,9 @@ Prints, per (k, bound): success rate (prediction flipped after retraining the mo
 perturbed training set), mean steps, mean actual and predicted rise of the target loss, and
 the mean retrained accuracy on the rest of the test set. Saves the perturbed images
 (safetensors) and a figure (original / perturbed / difference) for a few examples under
-benchmarks/attack/results/. Sign convention: I_up,loss > 0 harmful; loo = -(1/n) I_up,loss;
-a step along +I_pert,loss raises the target's loss.
+benchmarks/attack/results/ (every attack's steps in its summary.json); the run's figures are recorded
+in benchmarks/attack/mnist.json (key: setting + tag). Signs: ``influencekit.convention``; a step
+along +I_pert,loss raises the target's loss.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +29,9 @@ from safetensors.torch import save_file
 from influencekit.errors import ConvergenceWarning
 from influencekit.experiments import attack_mnist
 from influencekit.experiments.attack import AttackConfig, attack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -110,6 +115,9 @@ def main() -> None:
                   f"{run['seconds']:.0f} s", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    record(__file__, f"{a.setting}{a.tag}", {**{k: v for k, v in summary.items() if k != "runs"},
+                                             "runs": [{k: v for k, v in r.items() if k != "attacks"}
+                                                      for r in summary["runs"]]})
     print(f"total {time.perf_counter() - t0:.0f} s; results in {out}")
 
 

@@ -8,8 +8,7 @@ damping d. Reported per method (mean over test points): Pearson and Spearman cor
 n scores with exact, overlap of the top-10 training points by |influence|, seconds (fit + solve
 + scoring) and peak memory.
 
-Sign convention: I_up,loss > 0 harmful (up-weighting z_i raises the test loss), < 0 helpful;
-loo = -(1/n) I_up,loss. Correlations do not depend on the sign or the 1/n.
+Signs: ``influencekit.convention`` (correlations do not depend on the sign or the 1/n).
 
 Problems: "mlp": MLP 64-64-32-10 (6,570 parameters) on sklearn digits, 10 classes, n = 1,257.
 "cnn": SmallCNN(channels=(4, 8), hidden=16) (3,146 parameters) on the first ``--cnn-n`` MNIST
@@ -18,6 +17,8 @@ shared 2-core CPU.
 
     python benchmarks/curvature/accuracy.py                  # both problems, 20 test points
     python benchmarks/curvature/accuracy.py --problems mlp --methods kfac ekfac
+
+Each problem's table is recorded in benchmarks/curvature/accuracy.json (key: the problem).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ import influencekit as ik
 from influencekit.curvature import spectrum
 from influencekit.experiments import datasets
 from influencekit.experiments.models import MLP, SmallCNN, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 METHODS = {
     "exact": {},
@@ -162,6 +166,7 @@ def main() -> None:
             print(f"  {method:8s} pearson={r['pearson']:.4f} spearman={r['spearman']:.4f} top10={r['top10']:.2f} "
                   f"seconds={r['seconds']:.1f} peak_mb={r['peak_mb']:.0f}{its}", flush=True)
         report["problems"][problem] = {"meta": meta, "methods": rows}
+        record(__file__, problem, report["problems"][problem])
     (Path(args.out) / "accuracy.json").write_text(json.dumps(report, indent=1))
 
 

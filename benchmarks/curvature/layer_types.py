@@ -12,13 +12,16 @@ exact_block, so factorised), tanh, a 2-class head; reference: CG to relative res
 (4,874 parameters in scope), damping 1e-3; reference: the exact solver; K-FAC/EK-FAC with their
 default exact_block (adapters kept exact, head factorised) and with exact_block=0 (all factorised).
 DataInf (one block per parameter tensor) runs on every case with the same damping.
-Prints the Pearson correlation of I_up,loss [20 test points x n] with the reference and the seconds.
+Prints the Pearson correlation of I_up,loss [20 test points x n] with the reference and the seconds, and
+records them in benchmarks/curvature/layer_types.json (keys ``layernorm``, ``embedding``, ``lora``).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,6 +30,9 @@ import influencekit as ik
 from influencekit.experiments import datasets
 from influencekit.experiments.models import LoRALinear, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -34,10 +40,14 @@ def pearson(a, b):
     return torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
 
 
-def compare(model, train_data, test, reference: dict, label: str, variants: tuple[dict, ...] = ({},), **kw) -> None:
+def compare(model, train_data, test, reference: dict, label: str, variants: tuple[dict, ...] = ({},), *,
+            key: str, **kw) -> None:
     t = time.perf_counter()
-    ref = ik.Influence(model, "cross_entropy", train_data, **reference, **kw).up_loss(test)
-    print(f"{label}: reference {reference['solver']} {time.perf_counter() - t:.1f} s", flush=True)
+    inf_ref = ik.Influence(model, "cross_entropy", train_data, **reference, **kw)
+    ref = inf_ref.up_loss(test)
+    rows = {"case": label, "p": inf_ref.p, "n": inf_ref.n, "reference": reference["solver"],
+            "reference_seconds": time.perf_counter() - t, "options": {k: v for k, v in kw.items()}, "methods": []}
+    print(f"{label}: reference {reference['solver']} {rows['reference_seconds']:.1f} s", flush=True)
     for options in variants:
         for name in ("kfac", "ekfac", "pcg", "datainf"):
             if name == "datainf" and options:  # no layer blocks: one run is enough
@@ -45,11 +55,14 @@ def compare(model, train_data, test, reference: dict, label: str, variants: tupl
             t = time.perf_counter()
             inf = ik.Influence(model, "cross_entropy", train_data, solver=name, **options, **kw)
             got = inf.up_loss(test)
-            line = f"  {name:>7}{options or ''}: Pearson {pearson(got, ref):.4f}, {time.perf_counter() - t:.2f} s"
+            secs = time.perf_counter() - t
+            rows["methods"].append({"solver": name, "options": options, "pearson": pearson(got, ref), "seconds": secs})
+            line = f"  {name:>7}{options or ''}: Pearson {pearson(got, ref):.4f}, {secs:.2f} s"
             fitted = getattr(inf.solver, "preconditioner_solver", inf.solver)
             if hasattr(fitted, "kinds"):
                 line += "; blocks " + ", ".join(f"{b.name}:{b.kind}/{k}" for b, k in zip(fitted.blocks, fitted.kinds))
             print(line, flush=True)
+    record(__file__, key, rows)
 
 
 def polished(model: nn.Module, X, y, epochs: int) -> tuple[nn.Module, int]:
@@ -70,7 +83,7 @@ def layernorm_mlp() -> None:
                           nn.Tanh(), nn.Linear(32, 10)).double()
     model, p = polished(model, Xtr, ytr, epochs=30)
     compare(model, (Xtr, ytr), (Xte[:20].double(), yte[:20]), {"solver": "exact"},
-            f"(a) digits MLP with 2 LayerNorms, p = {p}", l2=1e-3, damping=0.05)
+            f"(a) digits MLP with 2 LayerNorms, p = {p}", key="layernorm", l2=1e-3, damping=0.05)
 
 
 class Bag(nn.Module):
@@ -90,7 +103,7 @@ def bag_of_words() -> None:
     torch.manual_seed(0)
     model = train(Bag(vocab, 8).double(), "cross_entropy", X, y, l2=1e-3, epochs=30, lr=1e-2).eval()
     compare(model, (X, y), (X[:20], y[:20]), {"solver": "cg", "tol": 1e-10, "max_iter": 3000},
-            "(b) bag of words, embedding 300 x 8 + head, p = 2418", l2=1e-3, damping=0.01)
+            "(b) bag of words, embedding 300 x 8 + head, p = 2418", key="embedding", l2=1e-3, damping=0.01)
 
 
 def lora() -> None:
@@ -105,7 +118,7 @@ def lora() -> None:
     model, p = polished(base, Xtr, ytr, epochs=40)
     compare(model, (Xtr, ytr), (Xte[:20].double(), yte[:20]), {"solver": "exact"},
             f"(c) LoRA r = 8 on a frozen digits MLP 64-128-128-10, adapters + head, p = {p}",
-            variants=({}, {"exact_block": 0}), l2=1e-3, damping=1e-3)
+            variants=({}, {"exact_block": 0}), key="lora", l2=1e-3, damping=1e-3)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ defaults. Two prefilters: ``knn`` (FastIF: nearest neighbours in the penultimate
     python benchmarks/fastif/mnist_cnn.py --stage speed --threads 1
     python benchmarks/fastif/mnist_cnn.py --stage recall --threads 1  # recall at more k only
 
-Prints every figure and writes them as JSON (benchmarks/fastif/mnist_cnn_<stage>.json) after
-each step. The trained weights are cached as safetensors (--model-cache).
-Sign convention: I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss.
+Prints every figure and records them in benchmarks/fastif/mnist_cnn.json under the stage's name
+after each step (the other stages' entries are kept). The trained weights are cached as safetensors
+(--model-cache).
+Signs: ``influencekit.convention``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +26,8 @@ import torch
 
 from influencekit.convention import SIGN_CONVENTION
 from influencekit.curvature import spectrum
-from influencekit.experiments.demo import build
 from influencekit.experiments.models import SmallCNN
+from influencekit.experiments.problems import make
 from influencekit.fastif import (
     KNNIndex,
     candidate_scores,
@@ -42,9 +44,12 @@ from influencekit.influence import scores
 from influencekit.objective import Objective
 from influencekit.solvers import make_solver
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
+
 
 def damping_and_scale(s, obj, R, factor: float) -> tuple[float, float]:
-    """A 1-epoch CNN has negative curvature (LiSSA at damping 0.01 diverged): damp by twice the
+    """A 1-epoch CNN has negative curvature (LiSSA at the set-up's damping diverges): damp by twice the
     Lanczos suggestion on a 5,000-point sample; LiSSA's scale 1.5 (lambda_max + factor x damping)."""
     t = time.perf_counter()
     sample = torch.randperm(obj.n, generator=torch.Generator().manual_seed(0))[:5000].sort().values
@@ -58,8 +63,8 @@ def damping_and_scale(s, obj, R, factor: float) -> tuple[float, float]:
 
 
 class Clock:
-    """Wall-clock and this process's CPU seconds of a block. The machine is shared (load 15-20 on
-    2 cores), so CPU seconds of a 1-thread process are the comparable measure of work."""
+    """Wall-clock and this process's CPU seconds of a block. The machine is shared, so CPU seconds of a
+    1-thread process are the comparable measure of work."""
 
     def __enter__(self):
         self.w, self.c = time.perf_counter(), time.process_time()
@@ -83,21 +88,20 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    a.out = str(Path(__file__).with_name(f"mnist_cnn_{a.stage}.json"))
     R: dict = {"convention": SIGN_CONVENTION, "threads": torch.get_num_threads(), "stage": a.stage}
 
     def save(stage: str) -> None:
-        Path(a.out).write_text(json.dumps(R, indent=1))
+        record(__file__, a.stage, R)
         print(f"[{time.strftime('%H:%M:%S')}] {stage} done", flush=True)
 
     from safetensors.torch import load_file, save_file
 
     t = time.perf_counter()
     if a.stage == "train" or not Path(a.model_cache).exists():
-        s = build("mnist", data_dir=a.data_dir, epochs=a.epochs)
+        s = make("mnist-cnn-full", data_dir=a.data_dir, epochs=a.epochs)
         save_file(s.model.state_dict(), a.model_cache)
     else:  # the same setup, weights from the cache
-        s = build("mnist", data_dir=a.data_dir, epochs=0)
+        s = make("mnist-cnn-full", data_dir=a.data_dir, epochs=0)
         model = SmallCNN()
         model.load_state_dict(load_file(a.model_cache))
         s.model = model.eval()

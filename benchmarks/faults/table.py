@@ -4,7 +4,8 @@
 
 Each case is run for real; the table shows what happened (the error type and its full message,
 a warning, or a result) next to what was expected, so the document is reproducible and a
-regression shows up as a row marked "NO". Exit status 1 if any row is unexpected.
+regression shows up as a row marked "NO". Exit status 1 if any row is unexpected. The counts are
+recorded in benchmarks/faults/table.json (key ``cases``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +23,9 @@ from torch.utils.data import TensorDataset
 
 import influencekit as ik
 from influencekit.experiments.models import MLP, LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 RESULT = "result"  # expected outcome: a finite result, no error
 
@@ -324,11 +329,13 @@ def _cell(text: str) -> str:
 
 def main() -> int:
     torch.set_num_threads(1)
-    rows, unexpected = [], 0
+    rows, unexpected, groups = [], 0, {}
+    t0 = time.perf_counter()
     for i, case in enumerate(CASES, 1):
         got, message, seconds = run(case)
         ok = "yes" if got == case.expect else ("n/a" if got == "not run" else "NO")
         unexpected += ok == "NO"
+        groups[case.group] = groups.get(case.group, 0) + 1
         rows.append(f"| {i} | {case.group} | {_cell(case.what)} | {case.expect} | {got} | {ok} | "
                     f"{seconds * 1e3:.0f} | {_cell(message)} |")
     print("# Fault table: bad inputs and injected faults\n")
@@ -348,6 +355,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\n{len(CASES)} cases, {unexpected} unexpected.")
+    record(__file__, "cases", {"cases": len(CASES), "unexpected": unexpected, "groups": groups,
+                               "seconds": time.perf_counter() - t0})
     return 1 if unexpected else 0
 
 

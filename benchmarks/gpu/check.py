@@ -1,6 +1,9 @@
 """The CUDA path, checked and timed on one GPU (never needed by the tests, which run on CPU).
 
-    python benchmarks/gpu/check.py --data-dir DIR [--out results.json]
+    python benchmarks/gpu/check.py --data-dir DIR [--out copy.json]
+
+Records both parts in benchmarks/gpu/check.json (keys ``convex_float64``, ``cnn_float32``); ``--out``
+also writes them to one more file (e.g. the device machine's output folder).
 
 1. Correctness on the GPU, float64, logistic regression on MNIST 1-vs-7 (n = 13,007, p = 785):
    exact / CG / LiSSA / EK-FAC-preconditioned CG s_test and the [m x n] I_up,loss matrix on CUDA
@@ -10,21 +13,26 @@
    curvature + s_test, of PCG s_test, and of scoring the [100 x 60,000] matrix by per-layer
    factorised contractions (``layers``) and by vmap per-example gradients (``grad``).
 
-Sign convention: I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss.
+Signs: ``influencekit.convention``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from influencekit import Influence, Objective, make_solver, scores, spectrum
 from influencekit.experiments.datasets import mnist
 from influencekit.experiments.models import SmallCNN, train
-from influencekit.experiments.workloads import make_workload
+from influencekit.experiments.problems import make
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,7 +63,7 @@ def reset_peak() -> None:
 
 
 def convex(data_dir: str | None, lissa_depth: int) -> dict:
-    w = make_workload("mnist-logreg", data_dir=data_dir)
+    w = make("mnist-logreg", data_dir=data_dir)
     test = (w.test[0][:20], w.test[1][:20])
     out: dict = {"n": len(w.train[1]), "p": 785}
     ref = {}
@@ -136,7 +144,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda", help="cpu only to dry-run this script")
     ap.add_argument("--n-train", type=int, default=None, help="CNN: first n MNIST training points (default all)")
     ap.add_argument("--lissa-depth", type=int, default=1000)
@@ -150,9 +158,12 @@ def main() -> None:
          "convention": "I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss"}
     if not a.skip_convex:
         R["convex_float64"] = convex(a.data_dir, a.lissa_depth)
+        record(__file__, "convex_float64", R["convex_float64"])
     R["cnn_float32"] = cnn(a.data_dir, a.epochs, a.n_train)
-    with open(a.out, "w") as f:
-        json.dump(R, f, indent=1)
+    record(__file__, "cnn_float32", R["cnn_float32"])
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(R, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check, one command on a GPU machine (no network, its own python3 with CUDA torch):
 #   bash benchmarks/gpu/run.sh DATA_DIR OUT_DIR
-# DATA_DIR holds mnist.npz. Writes OUT_DIR/gpu_check.json and the logs.
+# DATA_DIR holds mnist.npz. Writes OUT_DIR/gpu_check.json and the logs; records the figures in
+# benchmarks/gpu/check.json (copy it back from the device machine).
 set -uo pipefail
 data=${1:?data dir with mnist.npz}; out=${2:?output dir}
 mkdir -p "$out"
@@ -14,4 +15,8 @@ python3 -m influencekit.experiments.sharded --problem digits-logreg --solver cg 
     2>&1 | tee "$out/distributed.log"
 torchrun --standalone --nproc_per_node=1 -m influencekit.experiments.sharded --problem digits-logreg --solver cg \
     --backend nccl --weights /tmp/w --out /tmp/nccl --check /tmp/single 2>&1 | tee -a "$out/distributed.log"
-echo "nccl check exit: ${PIPESTATUS[0]}" | tee -a "$out/distributed.log"
+status=${PIPESTATUS[0]}
+echo "nccl check exit: $status" | tee -a "$out/distributed.log"
+rel=$(grep -o 'max|A-B| / max|B| = [0-9.e+-]*' "$out/distributed.log" | awk '{print $NF}')
+python3 benchmarks/record.py benchmarks/gpu/check.py nccl "{\"rel_max_diff\": ${rel:-null}, \"exit\": $status}" \
+    "bash benchmarks/gpu/run.sh DATA_DIR OUT_DIR"

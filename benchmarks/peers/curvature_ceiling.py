@@ -9,7 +9,8 @@ influencekit's K-FAC and EK-FAC (Kronecker factors of those blocks: as published
 library's two refinements, exact blocks for layers of at most 1,024 parameters and EK-FAC's
 per-row input bases), and EK-FAC-preconditioned
 CG stopped after 1-5 iterations (EK-FAC refined with exact HVPs). All float64, the same damping
-as the harness. Sign: I_up,loss > 0 harmful.
+as the harness. Signs: ``influencekit.convention``. Recorded in benchmarks/peers/curvature_ceiling.json
+(key: the model).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from safetensors.torch import load_file
 from torch.func import jacrev, vmap
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run as peers  # noqa: E402
+from record import record  # noqa: E402
 
 from influencekit import Influence, Objective  # noqa: E402
 
@@ -82,11 +85,14 @@ def main() -> None:
         rows.append((f"EK-FAC-preconditioned CG, {it} iteration(s)", lambda it=it: Influence(
             model, "cross_entropy", (Xtr, ytr), l2=peers.L2, solver="pcg", damping=peers.DAMPING, max_iter=it,
             batch_size=2048, dtype=torch.float64).up_loss((Xte, yte))))
+    results = []
     for name, compute in rows:
         t = time.perf_counter()
         M = compute()
         r, secs = peers.agreement(M, ref), time.perf_counter() - t
         print(f"| {name} | {r['pearson']:.4f} | {r['spearman']:.4f} | {r['top10']:.2f} | {secs:.2f} |", flush=True)
+        results.append({"curvature": name, **r, "seconds": secs})
+    record(__file__, a.model, {"p": obj.p, "n": len(X), "damping": peers.DAMPING, "l2": peers.L2, "rows": results})
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ by float64 CG to relative residual 1e-12, for models whose explicit Hessian does
 machine's time; checked against exact on the MLP, see RESULTS.md); every peer gets the same total damping
 (l2 + d) on the Hessian of its mean training loss, so all target (H_loss + (l2 + d) I)^-1.
 
-Sign convention of the report: I_up,loss = -grad L(z_test)^T H^-1 grad L(z_i), > 0 harmful, < 0
-helpful (loo = -(1/n) I_up,loss). Peers use other conventions (some return g^T H^-1 g, positive =
+Signs of the report: ``influencekit.convention``. Peers use other conventions (some return g^T H^-1 g, positive =
 helpful); each peer matrix is multiplied by the sign that its documentation implies, listed in
 SIGNS, and the report also prints the raw Pearson so a wrong sign cannot hide.
+Each method run (not one resumed from the work folder) is recorded in benchmarks/peers/run.json under
+"NETWORK METHOD" (NETWORK = the model plus any --seed/--damping suffix, e.g. "mlp-seed1-d0.05 ik:ekfac").
 Peer packages are optional (installed with pip --no-deps, see RESULTS.md); a missing one is reported.
 """
 
@@ -45,8 +46,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
+
 L2 = 1e-3
-DAMPING = DEFAULT_DAMPING = 2e-2  # 1e-2 leaves the damped MLP Hessian slightly indefinite (CG reported -6e-5)
+DAMPING = DEFAULT_DAMPING = 2e-2  # less leaves the damped MLP Hessian slightly indefinite
 M_TEST = 20
 
 #: multiply a peer's returned matrix by this to get I_up,loss (> 0 harmful)
@@ -129,7 +133,7 @@ def run_ik(solver: str, model, Xtr, ytr, Xte, yte) -> torch.Tensor:
         opts = {"depth": 300, "repeats": 1}  # its mini-batch is LiSSA's default (Influence owns batch_size)
     elif solver == "arnoldi":
         opts = {"rank": 200}
-    # HVP batches of 28x28 conv activations x k tangents: 256 images keep CG's peak under 1 GB
+    # HVP batches of 28x28 conv activations x k tangents: smaller batches keep CG's peak memory low
     batch = 256 if Xtr.dim() > 2 else 2048
     inf = Influence(model, "cross_entropy", (Xtr, ytr), l2=L2, solver=solver, damping=DAMPING, batch_size=batch,
                     dtype=dtype, **opts)
@@ -254,9 +258,8 @@ def child(kind: str, method: str, work: Path, threads: int, memory_gb: float) ->
         importlib.import_module(module)
     # One warm-up call on a copy of the model with 400 training and 2 test points first, for every
     # library alike: one-time costs of a fresh process (torch.func's forward-mode decompositions,
-    # JIT scripting, lazy imports; about 2-3 s for influencekit's first jvp on this CPU) are
-    # reported, not timed. The copy keeps state a library attaches to the model (kronfluence's
-    # tracked modules) out of the timed run.
+    # JIT scripting, lazy imports) are reported, not timed. The copy keeps state a library attaches
+    # to the model (kronfluence's tracked modules) out of the timed run.
     import copy
 
     t = time.perf_counter()
@@ -348,10 +351,8 @@ def main() -> None:
     for method in methods:
         done = work / f"result_{method.replace(':', '_')}.json"
         keep = not a.rerun or (method == a.reference and ref_file.exists())
-        if done.exists() and keep:  # resume: a finished method is not run again
-            res = json.loads(done.read_text())
-        else:
-            res = run_child(a, method)
+        ran = not (done.exists() and keep)
+        res = run_child(a, method) if ran else json.loads(done.read_text())  # resume: finished methods are kept
         if res.get("status") == "ok" and ref_file.exists():
             M = load_file(work / f"scores_{method.replace(':', '_')}.safetensors")["M"]
             ref = load_file(ref_file)["M"]
@@ -362,6 +363,8 @@ def main() -> None:
                 res.update(agreement(SIGNS[method.split(':')[0]] * M, ref))
         results.append(res)
         print(json.dumps(res), flush=True)
+        if ran:
+            record(__file__, f"{a.model + suffix} {method}", {**res, "workload": info, "damping": DAMPING, "l2": L2})
     print("\n| method | seconds | peak RSS MB | Pearson | Spearman | top-10 overlap | status |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

@@ -3,8 +3,9 @@
 Problem: MLP 64-16-10 (1,210 parameters, float64) trained on scikit-learn digits (n = 1,257),
 exact solver, 20 test points, chunks of 64 training points (20 chunk files).
 Prints: uninterrupted time, time to the kill, resume time and chunks recomputed, max |resumed -
-uninterrupted|, and the in-memory Influence.up_loss time (the cost of writing to disk).
-Sign convention: the matrix is I_up,loss (positive = harmful); loo = -(1/n) I_up,loss.
+uninterrupted|, and the in-memory Influence.up_loss time (the cost of writing to disk); records them
+in benchmarks/scaleout/resume.json (key ``mlp-digits``).
+The matrix is I_up,loss (signs: ``influencekit.convention``).
 
     python benchmarks/scaleout/resume.py
 """
@@ -28,6 +29,9 @@ from influencekit import Influence
 from influencekit.experiments.datasets import digits
 from influencekit.experiments.models import MLP, train
 from influencekit.runs import ScoringRun
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 CHUNK, TESTS = 64, 20
 
@@ -76,7 +80,7 @@ def main() -> None:
         t = time.perf_counter()
         resumed = run.run().assemble()
         t_resume = time.perf_counter() - t
-        print(f"n={inf.n} p={inf.objective.p} m={TESTS} chunks={len(run.bounds)} of {CHUNK}")
+        print(f"n={inf.n} p={inf.p} m={TESTS} chunks={len(run.bounds)} of {CHUNK}")
         print(f"uninterrupted run (s_test + 20 chunks, fsync'd): {t_whole:.2f} s; in memory (up_loss): {t_mem:.2f} s")
         print(f"killed (SIGKILL) after {done_before} chunks stored, {t_kill:.2f} s after start (incl. start-up)")
         print(f"resume: computed {len(run.computed)} chunks (ids {run.computed[0]}..{run.computed[-1]}) "
@@ -85,6 +89,13 @@ def main() -> None:
               f"(identical: {torch.equal(resumed, whole)})")
         print(f"max |run - in-memory up_loss| / max|up_loss| = "
               f"{((resumed - mem).abs().max() / mem.abs().max()).item():.1e}")
+        record(__file__, "mlp-digits", {
+            "n": inf.n, "p": inf.p, "m": TESTS, "chunks": len(run.bounds), "chunk_size": CHUNK,
+            "chunks_stored_when_killed": done_before, "chunks_computed_on_resume": len(run.computed),
+            "max_abs_resumed_minus_uninterrupted": (resumed - whole).abs().max().item(),
+            "identical": torch.equal(resumed, whole),
+            "rel_diff_vs_in_memory": ((resumed - mem).abs().max() / mem.abs().max()).item(),
+            "seconds_uninterrupted": t_whole, "seconds_in_memory": t_mem, "seconds_resume": t_resume})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -14,8 +14,9 @@ Stages (each in its own subprocess, so ``ru_maxrss`` is that stage's peak):
   memory   peak RSS of layer scoring for n = 10k, 30k, 60k (a subprocess per n): baseline after
            loading, peak, and the [100 x n] float32 output matrix; the rest must stay flat in n.
 
-Sign convention: I_up,loss > 0 harmful, < 0 helpful; loo = -(1/n) I_up,loss.
-The trained model, test gradients and s_test go to --work (safetensors), never pickled.
+Signs: ``influencekit.convention``. The trained model, test gradients and s_test go to --work
+(safetensors), never pickled. Every stage process records its figures in
+benchmarks/scoring/cnn_mnist.json (key: the stage, ``score:METHOD:n=N``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from torch.utils.data import Dataset
 from influencekit import SOLVERS, Objective, make_solver, scores
 from influencekit.experiments.datasets import _file
 from influencekit.experiments.models import SmallCNN, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 BATCH = 512
 M_TEST = 100
@@ -171,7 +175,9 @@ def main() -> None:
     if a.stage:
         fn = {"prepare": lambda: stage_prepare(work, a.epochs), "epoch": lambda: stage_epoch(work),
               "s_test": lambda: stage_s_test(work), "score": lambda: stage_score(work, a.method, a.n)}[a.stage]
-        print(json.dumps(fn()))
+        r = fn()
+        print(json.dumps(r))
+        record(__file__, a.stage + (f":{a.method}:n={a.n or 60000}" if a.stage == "score" else ""), r)
         return
     skip = set(a.skip.split(","))
     common = ["--work", str(work), "--threads", str(a.threads)]

@@ -1,7 +1,8 @@
 """Scoring the full [100 x 60000] I_up,loss matrix vs one plain training epoch, same run, same
 data pipeline (uint8 MNIST Dataset, batch 512), SmallCNN, float32. Prints both and the ratio
 for each scoring method. s_test is a fixed random [100, p] matrix: scoring cost does not depend
-on its values (the curvature stage is measured in BENCHMARKS.md separately).
+on its values (the curvature stage is measured by cnn_mnist.py). Records the run in
+benchmarks/scoring/epoch_ratio.json (key ``n=N``).
 
     python benchmarks/scoring/epoch_ratio.py [n]
 """
@@ -21,7 +22,9 @@ from influencekit.influence import scores
 from influencekit.objective import Objective
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from memory import MnistUint8  # noqa: E402
+from record import record  # noqa: E402
 
 
 def main(n: int = 60_000) -> None:
@@ -39,11 +42,14 @@ def main(n: int = 60_000) -> None:
         torch.nn.functional.cross_entropy(model(xb), yb).backward()
     epoch = time.perf_counter() - t0
     print(f"one epoch (forward+backward), n = {n}: {epoch:.2f} s")
+    figures = {"n": n, "m": 100, "epoch_seconds": epoch}
     for method in ("layers", "grad"):
         t0 = time.perf_counter()
         scores(obj, S, method=method)
         s = time.perf_counter() - t0
         print(f"scoring [100 x {n}] with method={method}: {s:.2f} s = {s / epoch:.2f}x one epoch")
+        figures[method] = {"seconds": s, "ratio_to_epoch": s / epoch}
+    record(__file__, f"n={n}", figures)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The training set is a Dataset over the uint8 MNIST array (47 MB, loaded once whatever n is) that
 converts one image at a time, so the baseline (model + data) is the same for every n and the
 growth of the peak shows exactly what scoring adds. One subprocess per n (ru_maxrss is a
-process's lifetime peak).
+process's lifetime peak). The three-n run is recorded in benchmarks/scoring/memory.json (key ``layers``).
 
     python benchmarks/scoring/memory.py            # all three n
     python benchmarks/scoring/memory.py 60000      # one n (what each subprocess runs)
@@ -25,6 +25,9 @@ from influencekit.experiments import datasets
 from influencekit.experiments.models import SmallCNN
 from influencekit.influence import scores
 from influencekit.objective import Objective
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from record import record  # noqa: E402
 
 
 class MnistUint8(Dataset):
@@ -67,11 +70,14 @@ def main(argv: list[str]) -> None:
         return
     print("| n | baseline RSS MB | peak RSS MB | added MB | output MB | added - output MB | seconds |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
     for n in (10_000, 30_000, 60_000):
         r = json.loads(subprocess.run([sys.executable, __file__, str(n)], capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1])
+        rows.append({**r, "added_minus_output_mb": r["added_mb"] - r["output_mb"]})
         print(f"| {n:,} | {r['baseline_mb']:.1f} | {r['peak_mb']:.1f} | {r['added_mb']:.1f} | {r['output_mb']:.1f} "
               f"| {r['added_mb'] - r['output_mb']:.1f} | {r['seconds']:.1f} |", flush=True)
+    record(__file__, "layers", {"m": 100, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ GGN = (1/n) sum_b Z_b^T Z_b from the per-example pseudo-gradients Z_b [10, p] of
 ``LayerCapture.pseudo_gradients(..., "ggn")`` (the curvature EK-FAC approximates, formed exactly);
 then I_up,loss(z_i, z_i) = -g_i^T (GGN + (l2 + d) I)^-1 g_i by one Cholesky factor, for d = 1e-4 and
 1e-3. Prints the fraction of flipped labels found at 5 / 10 / 20% checked for both and for
-training-loss ranking. Same subset (``commands.mislabel.load``), flips, initialisation and batch order
+training-loss ranking. Same subset (``experiments.mislabel.load``), flips, initialisation and batch order
 as ``run_all.py --only mnist_cnn`` (seed 0).
 """
 
@@ -23,8 +23,8 @@ import torch
 
 from influencekit import Objective
 from influencekit.capture import LayerCapture
-from influencekit.cli.mislabel import CNN_RECIPE, load
 from influencekit.experiments import mislabel as ml
+from influencekit.experiments.mislabel import CNN_RECIPE, load
 
 FRACTIONS = np.array([0.05, 0.1, 0.2])
 
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    Xtr, ytr = load("mnist", None, args.seed, model="cnn")["train"]
+    Xtr, ytr = load("mnist", None, args.seed, model="cnn").train
     noisy, flipped = ml.flip_labels(ytr, 0.1, args.seed)
     model = ml.fit_net(Xtr, noisy, 10, seed=args.seed, **CNN_RECIPE).double().eval()
     X = Xtr.double()

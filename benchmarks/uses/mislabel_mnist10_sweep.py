@@ -4,7 +4,7 @@
         [--seeds 0 1 2] [--l2 1e-2 1e-3 1e-4 1e-5 1e-6] [--tag ""]
 
 For each flip seed and L2: the data of ``influencekit mislabel --dataset mnist --classes all``
-(``commands.mislabel.load``: a seeded random ``--n-train`` of the 60,000 training images; all of
+(``experiments.mislabel.load``: a seeded random ``--n-train`` of the 60,000 training images; all of
 them with 0), 10% of its labels flipped to a random other class, ``uses.mislabel.run`` (exact
 closed-form multinomial self-influence, ``uses.fit.multinomial_self_influence``; refits after fixing
 0% and 10%) with ``validate=True`` (the rule's validation accuracy, ``uses.mislabel.validation_accuracy``).
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from influencekit.cli.mislabel import load
 from influencekit.errors import ConvergenceWarning
 from influencekit.experiments import mislabel as ml
 
@@ -38,9 +37,8 @@ def main() -> None:
     ap.add_argument("--l2", nargs="*", type=float, default=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
-    data = load("mnist", args.data_dir, 0, n_train=args.n_train, classes="all")
-    (Xtr, ytr), (Xte, yte) = data["train"], data["test"]
-    n = len(ytr)
+    data = ml.load("mnist", args.data_dir, 0, n_train=args.n_train, classes="all")
+    n = len(data.train[1])
     path = HERE / "mislabel_mnist10_sweep.json"
     out = json.loads(path.read_text()) if path.exists() else {}
     rows = out.setdefault("rows" + args.tag, [])
@@ -48,7 +46,7 @@ def main() -> None:
         t = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            r = ml.run((Xtr, ytr), (Xte, yte), l2=l2, seed=seed, retrain_at=(0.0, 0.1), validate=True)
+            r = ml.run(ml.build(data, ml.Linear(l2), seed=seed), retrain_at=(0.0, 0.1), validate=True)
         val = r.val_accuracy
         row = {"n": n, "seed": seed, "l2": l2, "val_accuracy": val, "clean_accuracy": r.clean_accuracy,
                "noisy_accuracy": r.noisy_accuracy, "flips_fitted": r.flips_fitted, "found_at_10pct": r.at(0.1),

@@ -76,8 +76,9 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 Xa, Xb = (Xtr, Xte) if cfg.get("arch") == "cnn" else (Xtr.flatten(1), Xte.flatten(1))
-                r = ml.run_net((Xa, ytr), (Xb, yte), seed=args.seed, validate=True, retrain_at=(0.0, 0.1),
-                               **solver_options(solver), **cfg)
+                data = ml.Data((Xa, ytr), (Xb, yte), f"MNIST {args.classes}", side=28)
+                problem = ml.build(data, ml.Net(**cfg, **solver_options(solver)), seed=args.seed)
+                r = ml.run(problem, validate=True, retrain_at=(0.0, 0.1))
             key = f"{args.classes}_n{args.n}_{name}_{solver}_s{args.seed}"
             at = r.at(0.1)
             rec = {"setting": cfg | {"hidden": list(cfg.get("hidden", ()))}, "solver": solver, "n": args.n,

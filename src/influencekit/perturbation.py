@@ -14,11 +14,10 @@ so, to first order in delta (Koh & Liang 2017, Sec. 2.2; ../shared/docs/PAPER.md
 
     I_pert,loss(z, z_test) = -grad_x [ s_test^T grad_theta L(z, theta_hat) ],   s_test = H^{-1} grad_theta L(z_test)
 
-a tensor shaped like x (units: test loss per unit of input, per unit of weight 1/n). Sign: a
-step delta along +I_pert,loss raises the test loss (it makes z more *harmful* to z_test), in
-line with I_up,loss > 0 = harmful. Note I_pert,loss = grad_x I_up,loss(z, z_test) with theta_hat
-and s_test held at their trained values. The same holds for a continuous label (``wrt="y"``:
-grad_y instead of grad_x), e.g. a regression target.
+a tensor shaped like x (units: test loss per unit of input, per unit of weight 1/n; signs:
+``influencekit.convention``). I_pert,loss = grad_x I_up,loss(z, z_test) with theta_hat and
+s_test held at their trained values. The same holds for a continuous label (``wrt="y"``:
+grad_y instead of grad_x), e.g. a regression target. ``Influence.pert_loss`` is the face's way in.
 
 Computation: the mixed Jacobian grad_x grad_theta L [dim x, p] is never formed. For each
 example, the directional derivative s^T grad_theta L(z, theta) is one forward-mode jvp in theta,

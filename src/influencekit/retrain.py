@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value
 from tqdm.auto import tqdm
 
 from .data import DataLike, Examples
@@ -29,36 +29,18 @@ from .errors import ConvergenceWarning, InputError
 from .losses import LossFn
 from .objective import Objective
 
+if TYPE_CHECKING:
+    from .influence import Influence
+
 
 def weighted_risk(objective: Objective, theta: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """R_w(theta) (scalar) and its gradient [p], streamed over the training data."""
-    n = objective.n
-    w = torch.ones(n, dtype=objective.dtype, device=objective.device) if weights is None else weights
-    total, g = theta.new_zeros(()), torch.zeros_like(theta)
-
-    def part(t, x, y, wb):
-        return (wb * objective.losses(t, x, y)).sum() / n
-
-    for start, x, y in objective.train.batches(objective.batch_size):
-        x, y = objective.cast(x, y)
-        wb = w[start:start + x.shape[0]]
-        if not wb.any():
-            continue
-        with torch.no_grad():
-            gb, val = grad_and_value(part)(theta, x, y, wb)
-        total, g = total + val, g + gb
-    return total + 0.5 * objective.l2 * theta.dot(theta), g + objective.l2 * theta
+    """R_w(theta) (scalar) and its gradient [p]: ``objective.risk`` with per-example weights [n]."""
+    return objective.risk(theta, with_grad=True, weights=weights)
 
 
 def weighted_hvp(objective: Objective, V: Tensor, weights: Tensor | None = None) -> Tensor:
     """grad^2 R_w(theta_hat) V for V [k, p]: the Hessian of the weighted objective."""
-    if weights is None:
-        return objective.hvp(V)
-    out = objective.l2 * V
-    for start, x, y in objective.train.batches(objective.batch_size):
-        wb = weights[start:start + x.shape[0]]
-        out = out + objective.hvp_batch(V, x, y, 1.0 / objective.n, wb)
-    return out
+    return objective.hvp(V, weights=weights)
 
 
 def minimize(objective: Objective, weights: Tensor | None = None, theta0: Tensor | None = None, *,
@@ -161,18 +143,28 @@ def evaluate_losses(objective: Objective, theta: Tensor, test: Examples, loss: L
     return torch.cat(out)
 
 
-def loo_retrain(objective: Objective, remove: Iterable[int], test: DataLike, *, test_loss: LossFn | None = None,
-                progress: bool = False, steps: int | None = None, lr: float | None = None,
-                **minimize_options) -> Tensor:
+def loo_retrain(influence: Influence | Objective, remove: Iterable[int], test: DataLike, *,
+                test_loss: LossFn | None = None, progress: bool = False, steps: int | None = None,
+                lr: float | None = None, **minimize_options) -> Tensor:
     """Actual change of each test loss when each training point in ``remove`` is left out:
     L(z_test, theta_{-i}) - L(z_test, theta_ref), shape [m, len(remove)].
+
+    ``influence``: the ``Influence`` whose prediction is checked (its training objective, and its
+    test loss unless ``test_loss`` is given), or an ``Objective``.
 
     theta_ref is the full objective re-optimised with the same optimiser and tolerance, so
     optimisation error cancels in the difference; each theta_{-i} is warm-started from it.
     With ``steps``, every retrain is instead ``descend(..., steps=steps, lr=lr)`` from the
     trained parameters (one step size for all; default 1 / lambda_max of the full objective's
-    H). Compare with ``Influence.loo`` (= -(1/n) I_up,loss).
+    H). Compare with ``Influence.loo`` (``influencekit.convention``).
     """
+    if isinstance(influence, Objective):
+        objective = influence
+    elif isinstance(getattr(influence, "objective", None), Objective):  # the Influence face (not imported: core)
+        objective = influence.objective
+        test_loss = test_loss if test_loss is not None else influence.test_loss
+    else:
+        raise InputError(f"loo_retrain takes an Influence (or an Objective), got {type(influence).__name__}.")
     remove = [int(i) for i in remove]
     n = objective.n
     if n < 2:

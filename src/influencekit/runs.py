@@ -7,8 +7,8 @@ Folder layout (every record written atomically by ``storage``; see there):
 * ``chunk_00000.safetensors`` + ``.json``, ...: ``up_loss`` [m, c] for training rows
   [i c, min((i + 1) c, n)).
 
-Sign convention (``convention.SIGN_CONVENTION``, stored in every JSON): up_loss = I_up,loss,
-positive = harmful, negative = helpful; loo = -(1/n) up_loss.
+Signs: ``influencekit.convention`` (its one-line ``SIGN_CONVENTION`` is stored in ``run.json``).
+The face's ``Influence.run`` is this run in one call.
 
 Killed at any point (even SIGKILL), ``run()`` again finds the chunks whose JSON exists,
 verifies them and computes only the missing ones. Every chunk is computed by the same
@@ -34,7 +34,7 @@ from . import fingerprint, storage
 from .convention import SIGN_CONVENTION
 from .data import DataLike, Examples
 from .errors import CacheError, InputError
-from .influence import Influence, scores
+from .influence import Influence
 from .objective import Objective
 from .solvers import Solver
 
@@ -49,7 +49,7 @@ class ScoringRun:
             model, data and settings.
         chunk_size: training points per chunk file (memory: m x chunk_size scores plus one
             batch of gradients).
-        method: scoring method of ``influence.scores`` (``grad``, ``jvp``, ``layers``); fixed
+        method: scoring method of ``Influence.scores`` (``grad``, ``jvp``, ``layers``); fixed
             (not ``auto``) so a resumed run uses the same arithmetic.
         data_sample: rows hashed for a Dataset's fingerprint (``fingerprint.fingerprint_data``).
 
@@ -78,11 +78,9 @@ class ScoringRun:
             "data": fingerprint.fingerprint_data(obj.train, data_sample),
             "test": fingerprint.fingerprint_data(self.test, data_sample),
         }
-        self.settings = {
-            "n": n, "m": len(self.test), "p": obj.p, "chunk_size": self.chunk_size, "method": method,
-            "batch_size": obj.batch_size, "dtype": str(obj.dtype), "solver": influence.solver.settings(),
-            "test_loss": fingerprint.describe(influence.test_loss),
-        }
+        # the face's settings: solver (name, damping, options), n, p, l2, dtype, scope, test loss
+        self.settings = {**influence.settings(), "m": len(self.test), "chunk_size": self.chunk_size,
+                         "method": method, "batch_size": obj.batch_size}
 
     @property
     def expected(self) -> dict[str, Any]:
@@ -133,7 +131,7 @@ class ScoringRun:
         S = self.s_test()
         for i in todo:
             lo, hi = self.bounds[i]
-            block = -scores(self.objective, S, self.objective.train.take(slice(lo, hi)), method=self.method)
+            block = -self.influence.scores(S, index=range(lo, hi), method=self.method)
             storage.save(self._chunk_path(i), {"up_loss": block}, {**self.expected, "chunk": i, "rows": [lo, hi]})
             self.computed.append(i)
             if callback is not None:
@@ -141,8 +139,8 @@ class ScoringRun:
         return self
 
     def assemble(self) -> Tensor:
-        """The full matrix up_loss = I_up,loss [m, n] from the verified chunk files (positive =
-        harmful). Raises ``CacheError`` if a chunk is missing, damaged or from another run."""
+        """The full matrix up_loss = I_up,loss [m, n] from the verified chunk files. Raises
+        ``CacheError`` if a chunk is missing, damaged or from another run."""
         missing = self.missing()
         if missing:
             raise CacheError(f"{len(missing)} of {len(self.bounds)} chunks are missing in {self.folder} "
@@ -187,5 +185,5 @@ def load_solver(path: str | Path, solver: Solver, objective: Objective, *, data_
 
 
 def scoring_run(influence: Influence, test: DataLike, folder: str | Path, **options: Any) -> Tensor:
-    """Run (or resume) a ``ScoringRun`` and return its matrix I_up,loss [m, n] (positive = harmful)."""
+    """Run (or resume) a ``ScoringRun`` and return its matrix I_up,loss [m, n] (``Influence.run``)."""
     return ScoringRun(influence, test, folder, **options).run().assemble()

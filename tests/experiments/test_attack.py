@@ -2,6 +2,8 @@
 retrained model's loss on the target, stay inside the L-inf ball and the pixel range, and the
 reported prediction must be the one a model trained from scratch on the perturbed data makes."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -93,3 +95,39 @@ def test_bad_settings_say_what_to_change():
         attack(victim, Xte[:1], yte[:1], AttackConfig(step=0.1, bound=0.01))
     with pytest.raises(ik.InputError, match="one target at a time"):
         attack(victim, Xte[:2], yte[:2])
+
+
+def test_victims_never_move_the_parameters_of_the_objectives_they_keep():
+    victim, _, Xte, yte = _top_layer_problem(n=60)
+    kept = {"head": victim.head_objective.theta.clone(), "pixel": victim.pixel_objective.theta.clone()}
+    x, y = _hardest_correct(victim, Xte, yte)
+    attack(victim, x, y, AttackConfig(k=2, step=0.05, bound=0.1, max_steps=2))
+    moved = victim.theta + 1.0
+    assert torch.equal(victim.training_objective(victim.X0, moved).theta, moved)
+    assert torch.equal(victim.head_objective.theta, kept["head"])
+    assert torch.equal(victim.pixel_objective.theta, kept["pixel"])
+
+
+def test_run_attacks_the_problems_test_points_and_reports_each_retrained_outcome(tmp_path):
+    from safetensors.torch import load_file
+
+    from influencekit.experiments import report
+    from influencekit.experiments.attack import run
+    from influencekit.experiments.problems import Problem
+
+    victim, features, Xte, yte = _top_layer_problem(n=60)
+    problem = Problem("digits-attack", nn.Sequential(features, victim.head).eval(), "logistic", (victim.X0, victim.Y),
+                      (Xte, yte), victim.l2, solver="exact", notes="digits 1 vs 7", extra={"victim": victim})
+    r = run(problem, AttackConfig(k=2, step=0.05, bound=0.1, max_steps=2), test_index=[0, 3], out=tmp_path)
+    assert [row["test_index"] for row in r.rows] == [0, 3]
+    assert r.success_rate == sum(row["flipped"] for row in r.rows) / 2
+    assert r.clean_accuracy == victim.accuracy(victim.theta, Xte, yte)
+    js = json.loads((tmp_path / "attack.json").read_text())
+    assert js["attacks"][1]["index"] == r.attacks[1].index.tolist() and js["config"]["solver"] == "exact"
+    saved = load_file(str(tmp_path / "attack_test3.safetensors"))
+    torch.testing.assert_close(saved["x_after"], r.attacks[1].x_after.float())
+    page = report.Page("t")
+    r.report(page)
+    assert page.render().count("data:image/png") == 2
+    with pytest.raises(ik.InputError, match="out of range"):
+        run(problem, test_index=[10_000])

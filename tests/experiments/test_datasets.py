@@ -43,3 +43,16 @@ def test_a_data_folder_the_user_names_is_used_or_refused_never_replaced(tmp_path
         datasets.data_dir()
     monkeypatch.setenv("INFLUENCEKIT_DATA", str(tmp_path))
     assert datasets.data_dir() == tmp_path.resolve()
+
+
+def test_without_a_named_folder_data_is_found_only_in_shared_data_beside_the_working_directory(tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.delenv("INFLUENCEKIT_DATA", raising=False)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(InputError, match="--data-dir DIR or set INFLUENCEKIT_DATA") as e:
+        datasets.data_dir()
+    assert str(tmp_path / "shared" / "data") in str(e.value)  # it says where it looked
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert datasets.data_dir() == (tmp_path / "shared" / "data").resolve()

@@ -1,4 +1,5 @@
-"""uses.mismatch: the induced mismatch, perturbation influence, and the children found by influence."""
+"""experiments.mismatch: the induced mismatch, the perturbation influence it relies on, and the children
+found by influence."""
 
 import numpy as np
 import torch
@@ -21,17 +22,18 @@ def test_induce_keeps_exactly_the_requested_children_in_training_and_all_in_test
     assert len(te) == 80 and len(tr) == 320 - (is_child[np.setdiff1d(np.arange(400), te)].sum() - 4)
 
 
-def test_perturbation_influence_is_minus_the_input_derivative_of_the_score():
+def test_the_perturbation_influence_it_uses_is_minus_the_input_derivative_of_the_score():
     torch.manual_seed(0)
     X = torch.randn(60, 4, dtype=torch.float64)
     y = (X[:, 0] + 0.3 * torch.randn(60, dtype=torch.float64) > 0).long()
     inf = Influence(fit_linear(X, y, 1e-2, classes=2), "logistic", (X, y), l2=1e-2, solver="exact")
     s = inf.s_test((X[:1], y[:1]))
-    P = mm.perturbation_influence(inf, s, X[:3], y[:3])
+    P = inf.pert_loss((X[:1], y[:1]), [0, 1, 2])[0]
     h = 1e-6
 
     def score(x, yb):  # s_test^T grad_theta L((x, y))
-        return (inf.objective.grads(x[None], yb) @ s[0]).item()
+        other = Influence(inf.objective.model, "logistic", (x[None], yb), l2=1e-2, solver="exact")
+        return (other.train_gradients([0]) @ s[0]).item()
 
     for b in range(3):
         for f in range(4):
@@ -52,7 +54,11 @@ def test_features_one_hot_groups_sum_to_one_and_numerics_are_standardised(data_d
 
 
 def test_the_kept_children_are_the_most_influential_points_for_the_wrong_test_child(data_dir):
-    r = mm.run(datasets.diabetes(data_dir), seed=0)
+    problem = mm.problem(datasets.diabetes(data_dir), seed=0)
+    r = mm.run(problem)
     assert r.test_label != int(r.test_probability > 0.5)  # the explained child is misclassified
     assert r.children_in_top10 == 4
     assert r.top_present_features[0][0] == mm.CHILD
+    assert r.kept_children == problem.extra["kept"].tolist() and r.n == len(problem.train[1])
+    js = r.to_json()
+    assert js["top_present_features"][0]["feature"] == mm.CHILD and "positive = harmful" in js["convention"]

@@ -41,7 +41,7 @@ def _dump(path: Path, tmp: Path) -> str:
 
 
 def test_report_renders_in_headless_chromium_with_images_and_sortable_tables(tmp_path):
-    rep = report.Report("browser check")
+    rep = report.Page("browser check")
     rep.figure(report.loo_figure([0.1, 0.2, 0.3], [0.1, 0.25, 0.3]), "loo")
     rows = [[f"p{i}", s, report.Image(report.thumbnail(np.random.default_rng(i).random((8, 8))), f"img {i}")]
             for i, s in enumerate([0.5, -2.0, 3.25, 0.0])]

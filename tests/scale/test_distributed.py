@@ -39,8 +39,9 @@ def _rank(rank: int, world: int, store: str, out: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an untrained model is not stationary; irrelevant here
             results = {}
-            # exact: the Hessian from all-reduced HVPs; cg: every iteration's HVP is all-reduced
-            for solver, opts in (("cg", {"tol": 1e-10}), ("exact", {})):
+            # exact: the Hessian from all-reduced HVPs; cg: every iteration's HVP is all-reduced;
+            # ekfac, datainf: their curvature statistics are all-reduced sums (the same hook)
+            for solver, opts in (("ekfac", {}), ("datainf", {}), ("cg", {"tol": 1e-10}), ("exact", {})):
                 inf = ShardedInfluence(model, "cross_entropy", shard(train), l2=0.1, solver=solver, damping=1.0,
                                        batch_size=32, **opts)
                 results[f"{solver}_up_loss"] = inf.up_loss(test)
@@ -60,7 +61,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     want = {}
     with warnings.catch_warnings():  # one process first (this also loads torch.func's lazy imports once,
         warnings.simplefilter("ignore")  # before the fork, instead of in each rank)
-        for solver in ("cg", "exact"):
+        for solver in ("ekfac", "datainf", "cg", "exact"):
             inf = Influence(model, "cross_entropy", train, l2=0.1, solver=solver, damping=1.0, batch_size=32,
                             **({"tol": 1e-10} if solver == "cg" else {}))
             want[f"{solver}_up_loss"] = inf.up_loss(test, method="grad")
@@ -72,7 +73,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     mp.start_processes(_rank, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, start_method="fork")
     got, _ = storage.load(out, {"world_size": 2})
 
-    for solver in ("cg", "exact"):
+    for solver in ("ekfac", "datainf", "cg", "exact"):
         key = f"{solver}_up_loss"
         assert got[key].shape == (4, N)
         rel = (got[key] - want[key]).abs().max() / want[key].abs().max()
@@ -89,6 +90,17 @@ def test_without_process_group_everything_is_local_and_equal_to_plain_objective(
     V = torch.randn(3, sharded.p, dtype=torch.float64)
     plain = Influence(model, "cross_entropy", train, l2=0.1).objective
     torch.testing.assert_close(sharded.hvp(V), plain.hvp(V), rtol=1e-12, atol=1e-14)
+
+
+def test_the_sharded_objective_only_sets_the_reduction_hook_and_its_counts():
+    # every sum over the training data is Objective.stream's; sharding changes its hook, nothing else
+    assert {"risk", "hvp", "hessian", "stream"}.isdisjoint(vars(ShardedObjective))
+    assert "reduce" in vars(ShardedObjective)
+    model, train, _ = problem()
+    inf = ShardedInfluence(model, "cross_entropy", shard(train), l2=0.1, solver="exact")
+    assert isinstance(inf.objective, ShardedObjective)  # built once, by make_objective
+    with pytest.raises(InputError, match=r"lissa.*minibatch_hvp"):  # Solver.needs decides
+        ShardedInfluence(model, "cross_entropy", shard(train), l2=0.1, solver="lissa")
 
 
 def test_shard_bounds_cover_every_row_once_in_order():

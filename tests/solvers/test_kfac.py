@@ -150,6 +150,9 @@ def test_row_bases_stop_at_their_memory_budget():
     s = ik.make_solver("ekfac", damping=0.01, exact_block=0, row_bases=1000).fit(obj)
     assert ["UA" in fc for fc in s.factors] == [False, True]
     assert s.settings()["row_bases"] == 1000
+    # K-FAC has no refit, hence no row bases: the base class owns the budget it reads, at zero
+    k = ik.make_solver("kfac", damping=0.01, exact_block=0).fit(obj)
+    assert k.row_bases == 0 and k.kinds == ["kronecker", "kronecker"]
 
 
 def test_auto_damping_is_a_tenth_of_the_mean_eigenvalue_per_layer():

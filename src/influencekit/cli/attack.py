@@ -1,15 +1,10 @@
-"""``influencekit attack``: training-set attack on MNIST test images, verified by retraining."""
+"""``influencekit attack``: training-set attack on MNIST test images, verified by retraining.
+The experiment: ``influencekit.experiments.attack`` (the method and ``run``) on the problems of
+``influencekit.experiments.attack_mnist``."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
-
-from ..convention import PERT_CONVENTION, SIGN_CONVENTION
-from ..errors import InputError
-from ..experiments.attack import AttackConfig, attack
 
 help = ("perturb a few training images along I_pert,loss (L-inf bounded) so the retrained model flips a test "
         "prediction; saves before/after/difference PNGs")
@@ -36,64 +31,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments import attack_mnist
+    import json
+
+    from ..convention import PERT_CONVENTION
+    from ..errors import InputError
 
     if args.k < 1 or args.targets < 1:
         raise InputError("--k and --targets must be >= 1.")
-    t0 = time.perf_counter()
+    from ..experiments import attack, attack_mnist
+
     classes = tuple(args.classes)
     if args.setting == "top-layer":
-        s = attack_mnist.top_layer_setting(args.data_dir, classes, n_train=args.n_train or 1000, l2=args.l2,
-                                           cnn_train=args.cnn_train, seed=args.seed)
+        problem = attack_mnist.top_layer(args.data_dir, classes, n_train=args.n_train or 1000, l2=args.l2,
+                                         cnn_train=args.cnn_train, seed=args.seed)
     else:
-        s = attack_mnist.network_setting(args.data_dir, classes, n_train=args.n_train or 200, l2=args.l2,
-                                         seed=args.seed)
-    v = s.victim
-    if args.test_index:
-        bad = [i for i in args.test_index if not 0 <= i < len(s.x_test)]
-        if bad:
-            raise InputError(f"--test-index {bad} out of range [0, {len(s.x_test)}).")
-        targets = args.test_index
-    else:
-        targets = attack_mnist.correct_targets(s, args.targets, args.seed).tolist()
-    cfg = AttackConfig(k=args.k, bound=args.bound / 255, step=args.step / 255, max_steps=args.max_steps,
-                       select=args.select, solver=s.solver, damping=s.damping)
-    cfg.check()
-    out = Path(args.out) if args.out else None
-    rows = []
-    for j in targets:
-        x, y = s.x_test[j:j + 1], s.y_test[j:j + 1]
-        r = attack(v, x, y, cfg)
-        rest = [i for i in range(len(s.x_test)) if i != j]
-        row = {"test_index": j, **r.summary(), "retrained_accuracy_rest": v.accuracy(r.theta, s.x_test[rest],
-                                                                                     s.y_test[rest])}
-        if out:
-            row["figure"] = str(attack_mnist.save_figure(r, x, out / f"attack_test{j}.png",
-                                                         f"test #{j}, k={cfg.k}, L-inf <= {args.bound:g}/255"))
-            from safetensors.torch import save_file
-
-            save_file({"index": r.index, "x_before": r.x_before.float().contiguous(),
-                       "x_after": r.x_after.float().contiguous()}, str(out / f"attack_test{j}.safetensors"))
-        rows.append(row)
-    summary = {"setting": args.setting, "notes": s.notes, "clean_accuracy": v.accuracy(v.theta, s.x_test, s.y_test),
-               "success_rate": sum(r["flipped"] for r in rows) / len(rows), "config": cfg.__dict__,
-               "seconds": time.perf_counter() - t0, "convention": SIGN_CONVENTION,
-               "perturbation_convention": PERT_CONVENTION, "attacks": rows}
-    if out:
-        (out / "attack.json").write_text(json.dumps(summary, indent=1))
+        problem = attack_mnist.network(args.data_dir, classes, n_train=args.n_train or 200, l2=args.l2,
+                                       seed=args.seed)
+    config = attack.AttackConfig(k=args.k, bound=args.bound / 255, step=args.step / 255, max_steps=args.max_steps,
+                                 select=args.select)
+    r = attack.run(problem, config, test_index=args.test_index, targets=args.targets, seed=args.seed, out=args.out)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(r.to_json()))
         return 0
-    print(s.notes)
-    print(f"clean test accuracy {summary['clean_accuracy']:.4f}; k = {cfg.k} training images, L-inf <= "
+    cfg = r.config
+    print(r.notes)
+    print(f"clean test accuracy {r.clean_accuracy:.4f}; k = {cfg.k} training images, L-inf <= "
           f"{args.bound:g}/255, step {args.step:g}/255, <= {cfg.max_steps} steps, select {cfg.select}")
     print(f"convention: {PERT_CONVENTION}")
     print(f"{'test':>6} {'label':>5} {'pred before':>11} {'after':>5} {'flipped':>7} {'steps':>5} "
           f"{'loss before':>11} {'after':>8} {'predicted rise':>14} {'acc rest':>8}")
-    for r in rows:
-        print(f"{r['test_index']:>6} {r['label']:>5} {r['prediction_before']:>11} {r['prediction_after']:>5} "
-              f"{str(r['flipped']):>7} {r['steps']:>5} {r['loss_before']:>11.4f} {r['loss_after']:>8.4f} "
-              f"{r['predicted_rise']:>14.4f} {r['retrained_accuracy_rest']:>8.4f}")
-    print(f"success rate (after retraining) {summary['success_rate']:.2f} over {len(rows)} targets; "
-          f"{summary['seconds']:.1f} s" + (f"; figures under {out}" if out else ""))
+    for row in r.rows:
+        print(f"{row['test_index']:>6} {row['label']:>5} {row['prediction_before']:>11} {row['prediction_after']:>5} "
+              f"{str(row['flipped']):>7} {row['steps']:>5} {row['loss_before']:>11.4f} {row['loss_after']:>8.4f} "
+              f"{row['predicted_rise']:>14.4f} {row['retrained_accuracy_rest']:>8.4f}")
+    print(f"success rate (after retraining) {r.success_rate:.2f} over {len(r.rows)} targets; "
+          f"{r.seconds:.1f} s" + (f"; figures under {args.out}" if args.out else ""))
     return 0

@@ -18,20 +18,31 @@ Two victims:
   to the stationary point of its basin (the local model influence linearises); s_test by CG
   with damping.
 
-Success is always measured on the retrained model, never on the influence prediction.
-Sign convention: I_up,loss > 0 = harmful; loo = -(1/n) I_up,loss (``influence.py``).
+Success is always measured on the retrained model, never on the influence prediction. Each
+victim builds objectives of its own (retraining with moved inputs is the method) and never
+changes the parameters of one it shares: an objective at other parameters is a copy (``_at``).
+
+``run(problem)`` attacks a few test points of a problem whose ``extra["victim"]`` is a ``Victim``
+(``attack_mnist.top_layer`` / ``network``). Signs: ``influencekit.convention``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import os
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import storage
+from ..convention import PERT_CONVENTION, SIGN_CONVENTION
 from ..errors import InputError
 from ..influence import scores
 from ..losses import LossFn
@@ -39,6 +50,8 @@ from ..objective import Objective
 from ..perturbation import pert_loss, predicted_change
 from ..retrain import minimize
 from ..solvers import make_solver
+from . import report
+from .problems import Problem
 
 
 @dataclass
@@ -120,6 +133,14 @@ class AttackResult:
         d.update(index=self.index.tolist(), flipped=self.flipped, actual_rise=self.actual_rise,
                  linf=float(self.delta.abs().max()))
         return d
+
+
+def _at(objective: Objective, theta: Tensor) -> Objective:
+    """``objective`` at the parameters ``theta`` [p]: a shallow copy (model and data shared), so the
+    objective itself keeps its own parameters."""
+    moved = copy.copy(objective)
+    moved.theta = theta.to(objective.device, objective.dtype)
+    return moved
 
 
 class Victim:
@@ -222,15 +243,13 @@ class TopLayerVictim(Victim):
         return (out > 0).long() if out.dim() == 1 else out.argmax(1)
 
     def pert(self, theta: Tensor, s: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        obj = self.pixel_objective
-        obj.theta = theta.to(obj.dtype)
+        obj = _at(self.pixel_objective, theta)
         return pert_loss(obj, s.to(obj.dtype), x, y)
 
     def training_objective(self, X: Tensor, theta: Tensor) -> Objective:
         # the same R(theta) as on pixels, on cached features: no convolution per pass
         self._refresh(X)
-        self.head_objective.theta = theta.to(self.dtype)
-        return self.head_objective
+        return _at(self.head_objective, theta)
 
     def target(self, x: Tensor, y: Tensor) -> tuple[Objective, Tensor, Tensor]:
         return self.head_objective, self._features(x), y
@@ -253,13 +272,10 @@ class NetworkVictim(Victim):
         self.theta = self._obj.theta.clone()
 
     def training_objective(self, X: Tensor, theta: Tensor) -> Objective:
-        obj = Objective(self.model, self.loss, (X, self.Y), l2=self.l2, batch_size=self.batch_size)
-        obj.theta = theta.to(obj.dtype)
-        return obj
+        return _at(Objective(self.model, self.loss, (X, self.Y), l2=self.l2, batch_size=self.batch_size), theta)
 
     def pert(self, theta: Tensor, s: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        self._obj.theta = theta
-        return pert_loss(self._obj, s, x, y)
+        return pert_loss(_at(self._obj, theta), s, x, y)
 
     def target(self, x: Tensor, y: Tensor) -> tuple[Objective, Tensor, Tensor]:
         return self._obj, x, y
@@ -335,3 +351,106 @@ def attack(victim: Victim, x_target: Tensor, y_target: Tensor, config: AttackCon
     return AttackResult(index=index, x_before=x0, x_after=X[index].clone(), label=int(y_target[0]),
                         prediction_before=pred0, prediction_after=pred, loss_before=loss0, loss_after=loss,
                         predicted_rise=predicted, steps=steps, theta=theta, history=history)
+
+
+# ---- the use: attacks on a problem's test points, their JSON and report section ----------------
+
+@dataclass
+class AttackRun:
+    """``run``'s result: one row per attacked test point (``AttackResult.summary()`` plus the
+    retrained model's accuracy on the rest of the test set), the settings, and the attacks
+    themselves (``attacks``, with their targets ``targets`` [1, ...] each) for the figures."""
+
+    problem: str
+    notes: str
+    clean_accuracy: float
+    config: AttackConfig
+    rows: list[dict[str, Any]]
+    seconds: float
+    attacks: list[AttackResult] = field(repr=False, default_factory=list)
+    targets: list[Tensor] = field(repr=False, default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the attacked test points whose retrained prediction changed."""
+        return sum(r["flipped"] for r in self.rows) / len(self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able: settings, success rate, one row per attack, and both conventions."""
+        return {"setting": self.problem, "notes": self.notes, "clean_accuracy": self.clean_accuracy,
+                "success_rate": self.success_rate, "config": asdict(self.config), "seconds": self.seconds,
+                "convention": SIGN_CONVENTION, "perturbation_convention": PERT_CONVENTION, "attacks": self.rows}
+
+    def figure(self, i: int) -> bytes:
+        """Attack ``i``'s before / after / difference figure (PNG bytes)."""
+        r, j = self.attacks[i], self.rows[i]["test_index"]
+        return report.attack_figure(r, self.targets[i], f"test #{j}, k={self.config.k}, L-inf <= "
+                                    f"{self.config.bound * 255:g}/255")
+
+    def report(self, page: report.Page) -> None:
+        """Attack section: the outcome of every attack after retraining, and its figure."""
+        c = self.config
+        page.heading(f"Training-set attack: {self.problem}")
+        page.text(f"{self.notes}. Clean test accuracy {self.clean_accuracy:.4f}; k = {c.k} training images moved "
+                  f"along sign(I_pert,loss), L-inf <= {c.bound * 255:g}/255, step {c.step * 255:g}/255, <= "
+                  f"{c.max_steps} steps; success rate after retraining {self.success_rate:.2f}.")
+        page.text(PERT_CONVENTION, note=True)
+        cols = ["test index", "label", "prediction before", "after", "flipped", "steps", "loss before", "loss after",
+                "predicted rise", "accuracy on the rest"]
+        keys = ["test_index", "label", "prediction_before", "prediction_after", "flipped", "steps", "loss_before",
+                "loss_after", "predicted_rise", "retrained_accuracy_rest"]
+        page.table(cols, [[r[k] for k in keys] for r in self.rows])
+        for i, r in enumerate(self.rows):
+            page.figure(self.figure(i), f"test point {r['test_index']}: the target, then each perturbed training "
+                        "image: original, perturbed, difference")
+
+
+def correct_targets(problem: Problem, count: int, seed: int = 0) -> Tensor:
+    """Indices of ``count`` random test points of ``problem`` its victim classifies correctly: [count]."""
+    v: Victim = problem.extra["victim"]
+    x_test, y_test = problem.test
+    ok = (v.predict(v.theta, x_test) == y_test.long()).nonzero().flatten()
+    return ok[torch.randperm(len(ok), generator=torch.Generator().manual_seed(seed))[:count]]
+
+
+def run(problem: Problem, config: AttackConfig | None = None, *, test_index: list[int] | None = None,
+        targets: int = 3, seed: int = 0, out: str | os.PathLike | None = None) -> AttackRun:
+    """Attack the test points ``test_index`` of ``problem`` (default: ``targets`` random correctly
+    classified ones) one at a time with its victim (``problem.extra["victim"]``), s_test by the
+    problem's solver and damping (they replace ``config``'s). With ``out``: per target a figure
+    (attack_test{j}.png) and the perturbed images (attack_test{j}.safetensors, ``storage``), and
+    attack.json."""
+    t0 = time.perf_counter()
+    v: Victim = problem.extra["victim"]
+    x_test, y_test = problem.test
+    cfg = dataclasses.replace(config or AttackConfig(), solver=problem.solver, damping=problem.damping)
+    cfg.check()
+    if targets < 1:
+        raise InputError(f"targets must be >= 1, got {targets}.")
+    if test_index:
+        bad = [i for i in test_index if not 0 <= i < len(x_test)]
+        if bad:
+            raise InputError(f"--test-index {bad} out of range [0, {len(x_test)}).")
+        chosen = list(test_index)
+    else:
+        chosen = correct_targets(problem, targets, seed).tolist()
+    res = AttackRun(problem.extra.get("setting", problem.name), problem.notes, v.accuracy(v.theta, x_test, y_test),
+                    cfg, [], 0.0)
+    folder = Path(out) if out is not None else None
+    for j in chosen:
+        x, y = x_test[j:j + 1], y_test[j:j + 1]
+        r = attack(v, x, y, cfg)
+        rest = [i for i in range(len(x_test)) if i != j]
+        row = {"test_index": j, **r.summary(),
+               "retrained_accuracy_rest": v.accuracy(r.theta, x_test[rest], y_test[rest])}
+        res.attacks.append(r)
+        res.targets.append(x)
+        res.rows.append(row)
+        if folder is not None:
+            row["figure"] = str(report.save(res.figure(len(res.rows) - 1), folder / f"attack_test{j}.png"))
+            storage.save(folder / f"attack_test{j}", {"index": r.index, "x_before": r.x_before.float(),
+                                                       "x_after": r.x_after.float()}, {"test_index": j})
+    res.seconds = time.perf_counter() - t0
+    if folder is not None:
+        report.save(json.dumps(res.to_json(), indent=1).encode(), folder / "attack.json")
+    return res

@@ -2,8 +2,8 @@
 
 * scikit-learn's bundled digits (always available; the default demo data);
 * the files of ``shared/data`` (MNIST, Enron1 spam, diabetes readmission, Spambase), read from
-  a path: the ``path`` argument, else ``$INFLUENCEKIT_DATA``, else a ``shared/data`` folder
-  beside the repository (``../shared/data`` from the checkout).
+  a folder: the ``path`` argument (``--data-dir``), else ``$INFLUENCEKIT_DATA``, else
+  ``../shared/data`` relative to the working directory (the layout beside a checkout).
 """
 
 from __future__ import annotations
@@ -21,20 +21,26 @@ from ..errors import InputError
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
+#: where ``data_dir`` looks when no folder is named, relative to the working directory
+DEFAULT_DATA_DIR = Path("../shared/data")
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The folder holding the shared data files (see module docstring for the search order)."""
+    """The folder holding the shared data files: ``path`` (``--data-dir``), else ``$INFLUENCEKIT_DATA``,
+    else ``DEFAULT_DATA_DIR`` relative to the working directory. A folder that is named but missing
+    is an error, never silently replaced by another."""
     named = path if path is not None else os.environ.get("INFLUENCEKIT_DATA") or None
-    if named is not None:  # a folder the user named is the answer or an error, never silently replaced
+    if named is not None:
         if not Path(named).is_dir():
             how = "--data-dir" if path is not None else "INFLUENCEKIT_DATA"
             raise InputError(f"data folder {named} ({how}) does not exist; name the folder holding the data files.")
         return Path(named).resolve()
-    here = Path(__file__).resolve()
-    for c in [Path.cwd() / "../shared/data", here.parents[3] / "shared/data", here.parents[2] / "../shared/data"]:
-        if (c / "mnist.npz").exists():
-            return c.resolve()
-    raise InputError("shared data folder not found; pass its path (--data-dir DIR) or set INFLUENCEKIT_DATA "
-                     "to the folder holding mnist.npz.")
+    default = Path.cwd() / DEFAULT_DATA_DIR
+    if default.is_dir():
+        return default.resolve()
+    raise InputError(f"no data folder named and {default.resolve()} (../shared/data from the working directory) "
+                     "does not exist; pass the folder holding the data files (mnist.npz, ...) with --data-dir DIR "
+                     "or set INFLUENCEKIT_DATA.")
 
 
 def _file(name: str, path: str | os.PathLike | None) -> Path:
@@ -74,8 +80,7 @@ def digits(classes: tuple[int, ...] | None = (1, 7), test_fraction: float = 0.3,
 def mnist(path: str | os.PathLike | None = None, classes: tuple[int, ...] | None = None, *,
           flatten: bool = False, dtype: torch.dtype = torch.float32) -> Split:
     """MNIST from ``mnist.npz``: pixels scaled to [0, 1]; images [n, 1, 28, 28] (or [n, 784] with
-    ``flatten``); labels re-indexed to 0..len(classes)-1 when ``classes`` is given (for (1, 7):
-    13,007 training and 2,163 test points)."""
+    ``flatten``); labels re-indexed to 0..len(classes)-1 when ``classes`` is given."""
     with np.load(_file("mnist.npz", path), allow_pickle=False) as f:
         arrays = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
     out = []
@@ -99,7 +104,7 @@ def enron(path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]
     """Enron1 raw emails (Latin-1 text, subject first) and labels (1 = spam), in file-name order."""
     texts = {}
     # one pass in archive order: reading members out of order makes a gzip stream seek backwards,
-    # i.e. decompress again from the start for every email (Enron1: 74 s instead of 2.5 s)
+    # i.e. decompress again from the start for every email
     with tarfile.open(_file("enron1.tar.gz", path), mode="r:gz") as tf:
         for m in tf:
             if m.isfile() and ("/ham/" in m.name or "/spam/" in m.name):

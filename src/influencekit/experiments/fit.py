@@ -32,8 +32,8 @@ def loss_name(classes: int) -> str:
     return "logistic" if classes == 2 else "cross_entropy"
 
 
-#: below this share of nonzero entries ``fit_linear`` multiplies by a sparse (CSR) copy of X: Enron's
-#: bag of words (0.7% nonzero) then costs ~1/30 of the dense products per L-BFGS step.
+#: below this share of nonzero entries ``fit_linear`` multiplies by a sparse (CSR) copy of X: a bag of
+#: words (Enron) is mostly zeros, and a product then costs its nonzeros instead of n d.
 SPARSE_BELOW = 0.05
 
 

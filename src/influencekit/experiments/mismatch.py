@@ -7,9 +7,8 @@ predicts readmission for the (mostly not readmitted) test children. Influence sh
 those few training children as the most influential points for a wrongly predicted test
 child, and the perturbation influence I_pert should name the age feature behind it.
 
-Sign convention (``influencekit.influence``): I_up,loss > 0 harmful (up-weighting raises the
-test loss), < 0 helpful. I_pert,loss(z, z_test) = -grad_x (s_test^T grad_theta L(z)) [d]: moving
-training input x along it raises the test loss most.
+``problem`` induces the mismatch and fits the model; ``run(problem)`` explains the wrong test
+child with ``Influence.up_loss`` and ``Influence.pert_loss``. Signs: ``influencekit.convention``.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import grad, jvp, vmap
 
 from ..convention import SIGN_CONVENTION
 from ..errors import InputError
-from ..influence import Influence
-from ..objective import Objective
+from . import datasets, report
 from .fit import fit_linear
+from .problems import Problem
 
 CHILD = "age=[0-10)"
 CATEGORICAL = ("race", "gender", "age", "admission_type_id", "discharge_disposition_id", "admission_source_id",
@@ -73,24 +71,6 @@ def induce(y: Tensor, is_child: np.ndarray, *, test_fraction: float = 0.2, keep:
     return tr, te, kept_pos
 
 
-def perturbation_influence(influence: Influence, s_test: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """I_pert,loss(z_b, z_test) = -grad_x (s_test^T grad_theta L(z_b)) for a batch (x [B, d], y [B]): [B, d].
-
-    s_test^T grad_theta L is a forward-mode directional derivative in theta; its gradient in x is
-    the mixed second derivative without forming the [p, d] Jacobian. (Computed here because
-    ``influencekit.perturbation`` was not available when this was written.)
-    """
-    obj: Objective = influence.objective
-    x, y = obj.cast(x, y)
-    s = s_test.reshape(-1).to(obj.device, obj.dtype)
-
-    def directional(xi: Tensor, yi: Tensor) -> Tensor:
-        f = lambda th: obj.losses(th, xi[None], yi[None])[0]  # noqa: E731
-        return jvp(f, (obj.theta,), (s,))[1]
-
-    return -vmap(grad(directional))(x, y)
-
-
 @dataclass
 class MismatchResult:
     """The mismatch experiment: which training points and features explain the test child's error."""
@@ -113,36 +93,77 @@ class MismatchResult:
     convention: str = SIGN_CONVENTION
 
     def to_json(self) -> dict:
+        """JSON-able: every field, features as {feature, value} records."""
         return {**self.__dict__, "top_features": [{"feature": f, "i_pert": v} for f, v in self.top_features],
                 "top_present_features": [{"feature": f, "x_times_i_pert": v} for f, v in self.top_present_features]}
 
+    def figure(self) -> bytes:
+        """The kept children's features by x * I_pert,loss (PNG bytes)."""
+        names, vals = zip(*self.top_present_features)
+        return report.bar_figure(list(names), list(vals), "features of the kept children: x * I_pert,loss",
+                                 "first-order change of the test loss (per unit eps) scaling the feature by 1+eps")
 
-def run(df, *, n: int = 20000, l2: float = 1e-5, keep: int = 4, keep_readmitted: int = 3, seed: int = 0,
-        solver: str = "exact") -> MismatchResult:
-    """Induce the mismatch on the readmission table ``df`` (``datasets.diabetes()``), fit,
-    and explain the wrongly predicted test child with the highest loss."""
+    def report(self, page: report.Page) -> None:
+        """Mismatch section: the explained child, its 10 most influential training points, and the
+        features of the kept children by I_pert,loss."""
+        page.heading(f"Domain mismatch: diabetes readmission, logistic regression (n = {self.n}, p = {self.p})")
+        page.text(f"Training keeps {len(self.kept_children)} children (age [0-10)); test children are classified with "
+                  f"accuracy {self.children_test_accuracy:.0%} (all test points: {self.overall_test_accuracy:.0%}). "
+                  f"Explained: test child {self.test_index}, label {self.test_label}, predicted P(readmitted) = "
+                  f"{self.test_probability:.2f}. {self.children_in_top10} of the {len(self.kept_children)} training "
+                  f"children are among its 10 most influential training points (ranks {self.children_ranks}, 0 = most "
+                  "influential by |I_up,loss|).")
+        kept = set(self.kept_children)
+        page.table(["rank", "train index", "child (age [0-10))", "I_up,loss", "role"],
+                   [[k, i, i in kept, v, "harmful" if v > 0 else "helpful"]
+                    for k, (i, v) in enumerate(zip(self.top10, self.top10_up_loss))],
+                   caption="the 10 most influential training points for the test child")
+        page.figure(self.figure(), "Which features of the kept training children drive the error: x * I_pert,loss "
+                    "summed over them (I_pert,loss = -grad_x (s_test^T grad_theta L(z)), ``Influence.pert_loss``).")
+        page.table(["feature", "I_pert,loss summed over kept children"], [[f, v] for f, v in self.top_features],
+                   caption="features by |I_pert,loss| (including one-hot levels the children do not have)")
+
+
+def problem(df=None, *, data_dir: str | None = None, n: int = 20000, l2: float = 1e-5, keep: int = 4,
+            keep_readmitted: int = 3, seed: int = 0, solver: str = "exact") -> Problem:
+    """The mismatch induced on the readmission table ``df`` (default: ``datasets.diabetes(data_dir)``):
+    ``n`` encounters (``features``), training children dropped but ``keep`` (``induce``), logistic
+    regression with L2 ``l2`` fitted to a stationary point. ``extra`` holds the feature names, the kept
+    training children (positions in the training rows) and which test rows are children."""
+    df = datasets.diabetes(data_dir) if df is None else df
     X, y, names, is_child = features(df, n=n, seed=seed)
     tr, te, kept = induce(y, is_child, keep=keep, keep_readmitted=keep_readmitted, seed=seed)
     Xtr, ytr, Xte, yte = X[tr], y[tr], X[te], y[te]
     model = fit_linear(Xtr, ytr, l2, classes=2)
+    return Problem("diabetes-mismatch", model, "logistic", (Xtr, ytr), (Xte, yte), l2, solver=solver,
+                   notes=f"diabetes readmission, {n} encounters, {keep} training children kept "
+                         f"({keep_readmitted} readmitted), logistic regression, l2 = {l2:g}",
+                   extra={"feature_names": names, "kept": kept, "test_children": np.flatnonzero(is_child[te])})
+
+
+def run(problem: Problem) -> MismatchResult:
+    """Explain the wrongly predicted test child the model is most confident about (``problem``'s
+    ``extra``: ``test_children``, ``kept``, ``feature_names``): its most influential training points
+    (I_up,loss) and the kept children's features (I_pert,loss)."""
+    Xtr, ytr = problem.train
+    Xte, yte = problem.test
+    kept, names, kids = problem.extra["kept"], problem.extra["feature_names"], problem.extra["test_children"]
     with torch.no_grad():
-        prob = torch.sigmoid(model(Xte))
+        prob = torch.sigmoid(problem.model(Xte))
     pred = (prob > 0.5).long()
-    kids = np.flatnonzero(is_child[te])
     if len(kids) == 0:
         raise InputError("no child in the test split; sample more rows (n) or change the seed.")
     wrong = [i for i in kids if pred[i] != yte[i]]
     # the wrongly predicted child the model is most confident about (highest test loss)
     j = int(max(wrong or list(kids), key=lambda i: abs(float(prob[i]) - float(yte[i]))))
-    inf = Influence(model, "logistic", (Xtr, ytr), l2=l2, solver=solver)
+    inf = problem.influence()
     test = (Xte[j:j + 1], yte[j:j + 1])
-    s = inf.s_test(test)
-    u = -(inf.objective.grads(Xtr, ytr) @ s[0]).cpu()  # I_up,loss(z_i, z_test): [n]
+    u = inf.up_loss(test)[0].detach().cpu()  # I_up,loss(z_i, z_test): [n]
     order = u.abs().argsort(descending=True)
     rank_of = torch.empty_like(order)
     rank_of[order] = torch.arange(len(order))
     top10 = order[:10].tolist()
-    P = perturbation_influence(inf, s, Xtr[kept], ytr[kept]).cpu()
+    P = inf.pert_loss(test, torch.as_tensor(kept))[0].detach().cpu()  # I_pert,loss of the kept children: [k, d]
     pert = P.sum(0)
     fi = pert.abs().argsort(descending=True)[:10].tolist()
     # x * I_pert: first-order change of the test loss (per unit eps) when the children's own feature
@@ -156,4 +177,4 @@ def run(df, *, n: int = 20000, l2: float = 1e-5, keep: int = 4, keep_readmitted:
         top10_up_loss=[float(u[i]) for i in top10], children_in_top10=sum(int(k) in top10 for k in kept),
         children_ranks=[int(rank_of[k]) for k in kept], children_up_loss=[float(u[k]) for k in kept],
         top_features=[(names[f], float(pert[f])) for f in fi],
-        top_present_features=[(names[f], float(present[f])) for f in pi], n=len(tr), p=inf.objective.p)
+        top_present_features=[(names[f], float(present[f])) for f in pi], n=len(Xtr), p=inf.p)

@@ -1,11 +1,11 @@
-"""Figures (PNG, matplotlib Agg) and one self-contained HTML report.
+"""Figures (PNG, matplotlib Agg) and one self-contained HTML page, the report.
 
-The report embeds every image as a base64 ``data:`` URI and carries its own CSS and a few
+The page embeds every image as a base64 ``data:`` URI and carries its own CSS and a few
 lines of JavaScript to sort tables by clicking a column header: it opens offline, from a
-single file, with no CDN. It is written atomically (temporary file, then rename), so a
-reader never sees half a report.
+single file, with no CDN. It is written atomically (``storage.atomic_write``), so a reader
+never sees half a report. Each use's result adds its own section (``Result.report(page)``).
 
-Every report states the sign convention (``convention.SIGN_CONVENTION``).
+Every page states the sign convention (``convention.SIGN_CONVENTION``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # no display: figures are rendered to PNG bytes only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .. import storage  # noqa: E402
 from ..convention import SIGN_CONVENTION  # noqa: E402
 
 # ---- images ---------------------------------------------------------------------------------
@@ -52,25 +53,13 @@ def data_uri(png_bytes: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
 
 
-def save(png_bytes: bytes, path: str | os.PathLike) -> Path:
-    """Write PNG bytes atomically; returns the path."""
-    return write_atomic(Path(path), png_bytes)
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` (PNG bytes, a page, JSON) atomically to ``path``, readable by others; returns the path."""
+    path = Path(path)
+    storage.atomic_write(path, data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the temporary file is private; a report is meant to be shared
     return path
 
 
@@ -78,7 +67,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
 
 def influence_distance_figure(result: dict) -> bytes:
     """Paper Fig. 1: -(1/n)-free I_up,loss vs Euclidean distance to the test point, one panel per
-    model (``uses.explain.influence_vs_distance`` result). Colour: same label as the test point."""
+    model (``explain.influence_vs_distance`` result). Colour: same label as the test point."""
     models = [m for m in ("rbf", "mlp") if m in result]
     titles = {"rbf": "RBF-kernel logistic regression", "mlp": "MLP (learned features, last layer)"}
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
@@ -97,7 +86,7 @@ def influence_distance_figure(result: dict) -> bytes:
 
 def mislabel_figure(result, title: str) -> bytes:
     """Fraction of flipped labels found vs fraction checked, and test accuracy after fixing, for
-    each ranking (``uses.mislabel.MislabelResult``); for an aggregate of several flip seeds, the
+    each ranking (``mislabel.MislabelResult``); for an aggregate of several flip seeds, the
     means with +-1 standard deviation shaded."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     names = {"self_influence": "|self-influence|", "loss": "training loss", "random": "random"}
@@ -149,6 +138,35 @@ def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str) 
     return png(fig)
 
 
+def attack_figure(result, x_target, title: str = "") -> bytes:
+    """A training-set attack (``attack.AttackResult``) on square grey-scale images: the target test
+    image x_target [1, ...], then per perturbed training image: original / perturbed / difference
+    (scaled to +-its largest magnitude)."""
+    k = len(result.index)
+    side = int(round(np.sqrt(x_target[0].numel())))
+    fig, axes = plt.subplots(k + 1, 3, figsize=(6, 2 * (k + 1)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(x_target[0].reshape(side, side).float(), cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title(f"target (label {result.label})", fontsize=8)
+    axes[0, 1].text(0, 0.5, f"prediction {result.prediction_before} -> {result.prediction_after}\n"
+                    f"flipped: {result.flipped}\nloss {result.loss_before:.3f} -> {result.loss_after:.3f}",
+                    fontsize=8)
+    d = result.delta
+    scale = max(float(d.abs().max()), 1e-12)
+    for r in range(k):
+        before, after, diff = (t[r].reshape(side, side).float() for t in (result.x_before, result.x_after, d))
+        axes[r + 1, 0].imshow(before, cmap="gray", vmin=0, vmax=1)
+        axes[r + 1, 1].imshow(after, cmap="gray", vmin=0, vmax=1)
+        axes[r + 1, 2].imshow(diff, cmap="seismic", vmin=-scale, vmax=scale)
+        axes[r + 1, 0].set_title(f"train #{int(result.index[r])} original", fontsize=8)
+        axes[r + 1, 1].set_title("perturbed", fontsize=8)
+        axes[r + 1, 2].set_title(f"difference (+-{scale * 255:.0f}/255)", fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
 # ---- the HTML report ------------------------------------------------------------------------
 
 @dataclass
@@ -178,8 +196,8 @@ var rows=Array.prototype.slice.call(b.rows);rows.sort(function(p,q){var a=v(p),c
 return (a<c?-1:a>c?1:0)*(asc?1:-1)});rows.forEach(function(r){b.appendChild(r)})})});"""
 
 
-class Report:
-    """A self-contained HTML report, built block by block: ``heading``, ``text``, ``figure``, ``table``."""
+class Page:
+    """A self-contained HTML page, built block by block: ``heading``, ``text``, ``figure``, ``table``."""
 
     def __init__(self, title: str):
         self.title = title
@@ -215,11 +233,11 @@ class Report:
                 + "\n".join(self.blocks) + f"<script>{_JS}</script></body></html>\n")
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write the report atomically to ``path`` (a file, or a folder: ``path/report.html``)."""
+        """Write the page atomically to ``path`` (a file, or a folder: ``path/report.html``)."""
         p = Path(path)
         if p.suffix.lower() not in (".html", ".htm"):
             p = p / "report.html"
-        return write_atomic(p, self.render().encode("utf-8"))
+        return save(self.render().encode("utf-8"), p)
 
 
 def _cell(c) -> str:
@@ -235,3 +253,74 @@ def _cell(c) -> str:
     s = str(c)
     cls = ' class="snippet"' if len(s) > 60 else ""
     return f"<td{cls}>{html.escape(s)}</td>"
+
+
+# ---- the main report: every use's section on one page -----------------------------------------
+
+#: the sections of ``build`` in order; ``full`` adds the ones that need the shared data
+SECTIONS = ("explain", "loo", "mislabel-digits")
+FULL_SECTIONS = ("mislabel-mnist", "mislabel-enron", "mismatch")
+
+
+def build(out: str | os.PathLike, *, full: bool = False, k: int = 30, mnist_train: int = 5000,
+          data_dir: str | None = None, seed: int = 0, progress: bool = False) -> tuple[Path, dict]:
+    """The main report into the folder ``out``: explanations of a few test digits with influence vs
+    distance, the leave-one-out check (retraining without each of the ``k`` most influential points)
+    and mislabel detection on digits; with ``full`` also MNIST 1 vs 7 (``mnist_train`` points) and
+    Enron mislabel detection and the diabetes mismatch (shared data, ``data_dir``). Writes
+    out/report.html, the figures as PNG and out/summary.json; returns (report path, summary)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    # the uses import this module for ``Page``: import them when a report is built, not before
+    from . import explain, mislabel, mismatch, problems, validate
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    page = Page("influencekit report: which training points are responsible for a prediction")
+    page.text("Influence functions (Koh & Liang 2017) computed with influencekit on small models; every number "
+              "below can be reproduced with the influencekit CLI (explain, validate, mislabel, mismatch).")
+    summary: dict = {"convention": SIGN_CONVENTION}
+    steps = list(SECTIONS) + (list(FULL_SECTIONS) if full else [])
+    bar = tqdm(steps, desc="report", unit="section", disable=not progress)
+    for step in bar:
+        bar.set_postfix_str(step)
+        if step == "explain":
+            e = explain.run(explain.problem("digits", "logreg", l2=1e-2, data_dir=data_dir, seed=seed))
+            e.report(page)
+            save(e.distance_figure(), out / "influence_vs_distance.png")
+            summary["explain"] = e.to_json()
+        elif step == "loo":
+            summary["loo"] = _loo_section(page, validate.run(problems.make("digits-logreg", seed=seed), "exact", k=k))
+        elif step.startswith("mislabel"):
+            ds = step.split("-")[1]
+            r = mislabel.run(mislabel.problem(ds, data_dir=data_dir, seed=seed,
+                                              n_train=mnist_train if ds == "mnist" else None),
+                             retrain_at=(0.0, 0.1, 0.2) if ds == "digits" else (0.0, 0.05, 0.1, 0.2, 0.3))
+            r.report(page)
+            save(r.figure(), out / f"mislabel_{ds}.png")
+            summary[step] = r.to_json()
+        elif step == "mismatch":
+            m = mismatch.run(mismatch.problem(data_dir=data_dir, seed=seed))
+            m.report(page)
+            summary["mismatch"] = m.to_json()
+    summary["seconds"] = time.perf_counter() - t0
+    page.text(f"Built in {summary['seconds']:.0f} s.", note=True)
+    path = page.write(out)
+    save(json.dumps(summary, indent=1, default=float).encode(), out / "summary.json")
+    return path, summary
+
+
+def _loo_section(page: Page, r) -> dict:
+    """The leave-one-out check of the main report (a ``validate.ValidateResult`` on digits 1 vs 7):
+    predicted -(1/n) I_up,loss against actual retraining, figure and table; returns its summary."""
+    page.heading(f"Leave-one-out check: digits 1 vs 7 logistic regression (n = {r.n}, p = {r.p})")
+    page.figure(loo_figure(r.predicted, r.actual, f"Pearson R = {r.pearson:.3f}, Spearman = {r.spearman:.3f}, "
+                           f"k = {r.k}"),
+                f"test point {r.test_index} (highest test loss): the {r.k} training points with the largest "
+                f"|influence| retrained out one at a time. Pearson R = {r.pearson:.4f}, Spearman = {r.spearman:.4f}.")
+    page.table(["train index", "predicted -(1/n) I_up,loss", "actual LOO change"],
+               [[i, p, a] for i, p, a in zip(r.train_index, r.predicted, r.actual)])
+    return {"pearson": r.pearson, "spearman": r.spearman, "k": r.k, "n": r.n, "p": r.p, "test_index": r.test_index,
+            "seconds": r.seconds, "retrain_seconds": r.retrain_seconds}

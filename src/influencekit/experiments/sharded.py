@@ -1,4 +1,4 @@
-"""The I_up,loss matrix of a named workload with the training data sharded over torch.distributed
+"""The I_up,loss matrix of a named problem with the training data sharded over torch.distributed
 ranks: the entry point that checks ``scale.distributed`` against one process.
 
     python -m influencekit.experiments.sharded --problem digits-logreg --solver cg \
@@ -21,14 +21,16 @@ import torch.distributed as dist
 from ..convention import SIGN_CONVENTION
 from ..errors import CacheError
 from ..scale.distributed import ShardedInfluence, active, init_from_env, rank_and_world, shard
+from .problems import PROBLEMS, make
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m influencekit.experiments.sharded",
-                                description="I_up,loss matrix of a named workload, training data sharded over "
+                                description="I_up,loss matrix of a named problem, training data sharded over "
                                             "torch.distributed ranks. " + SIGN_CONVENTION)
-    p.add_argument("--problem", default="digits-logreg", help="workload name (influencekit.workloads)")
-    p.add_argument("--data-dir", help="data folder for workloads that need one (default: found automatically)")
+    p.add_argument("--problem", default="digits-logreg", choices=list(PROBLEMS),
+                   help="problem name (experiments.problems)")
+    p.add_argument("--data-dir", help="data folder for problems that need one (default: found automatically)")
     p.add_argument("--solver", default="cg", choices=["cg", "exact"], help="inverse-HVP solver")
     p.add_argument("--tests", type=int, default=20, help="score against the first TESTS test points")
     p.add_argument("--batch-size", type=int, default=64)
@@ -45,13 +47,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .. import fingerprint, storage
-    from .workloads import make_workload
 
     args = _parser().parse_args(argv)
     init_from_env(args.backend)
     rank, world = rank_and_world()
     torch.set_num_threads(1)  # train as alike as possible in every process (--weights makes it exact)
-    w = make_workload(args.problem, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    w = make(args.problem, data_dir=args.data_dir)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     device = torch.device(f"cuda:{torch.cuda.current_device()}") if active() and \
         dist.get_backend() == "nccl" else torch.device("cpu")
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     M = inf.up_loss((Xte[:args.tests], yte[:args.tests])).cpu()
     status = 0
     if rank == 0:
-        meta = {"problem": args.problem, "solver": inf.solver.settings(), "world_size": world,
-                "n": inf.n, "m": M.shape[0], "model": fingerprint.fingerprint_objective(inf.objective),
+        meta = {"problem": args.problem, "settings": inf.settings(), "world_size": world,
+                "n": inf.n, "m": M.shape[0], "model": fingerprint.fingerprint_model(model),
                 "quantity": "up_loss = I_up,loss [m, n]"}
         storage.save(args.out, {"up_loss": M}, meta)
         print(f"wrote {args.out}: up_loss {list(M.shape)} from {world} process(es)")

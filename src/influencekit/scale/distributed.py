@@ -3,27 +3,24 @@
 What is sharded and what is replicated (see docs/distributed.md):
 
 * sharded: the training data (contiguous blocks of rows, ``shard_bounds``), hence every pass
-  over it: HVPs, the training risk and its gradient, the explicit Hessian, per-example
-  gradients and the columns of the score matrix;
+  over it. Every such pass is ``Objective.stream``, whose reduction hook a ``ShardedObjective``
+  sets to an ``all_reduce`` sum: HVPs, the training risk and its gradient, the explicit Hessian,
+  K-FAC's factors and DataInf's sums are the full-data ones on every rank, with no method of the
+  objective overridden. Per-example gradients and the columns of the score matrix stay local;
 * replicated: the model and theta_hat, the test data, test gradients, the solver state and
-  s_test. Every Hessian-vector product is the sum of the ranks' shard sums (``all_reduce``),
-  so every rank runs the same solver iterations on the same numbers and gets the same s_test.
+  s_test: every rank runs the same solver iterations on the same numbers and gets the same s_test;
 * gathered: the [m, n] score matrix (``all_gather`` of the ranks' column blocks).
 
 No process group initialised = one process: every function here falls back to the local
 computation, so the same script runs with ``python`` and with ``torchrun``.
 
 Entry point for a named validation problem: ``python -m influencekit.experiments.sharded``
-(the same under ``torchrun``).
-
-Sign convention: the matrix is up_loss = I_up,loss (positive = harmful, negative = helpful);
-loo = -(1/n) up_loss.
+(the same under ``torchrun``). Signs and scaling: ``influencekit.convention``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -33,7 +30,7 @@ from torch import Tensor, nn
 from ..data import DataLike, Examples
 from ..errors import InputError
 from ..influence import Influence
-from ..losses import LossFn, check_targets
+from ..losses import LossFn
 from ..objective import Objective
 
 
@@ -102,13 +99,15 @@ def gather_columns(local: Tensor, counts: list[int]) -> Tensor:
 
 # ---- the sharded objective ---------------------------------------------------------------
 class ShardedObjective(Objective):
-    """An ``Objective`` whose training data is this rank's shard, and whose n, risk and HVPs
-    (hence ``hessian``, CG and exact solves) are those of the full training set.
+    """An ``Objective`` whose training data is this rank's shard and whose sums over the training
+    data are summed over all ranks (``reduce``), so its n, risk and HVPs (hence ``hessian``, CG,
+    exact, K-FAC and DataInf fits) are those of the full training set.
 
     Args: as ``Objective``, with ``shard`` the rows this rank holds (``shard(data)``).
-    ``counts`` holds the row count of every rank; this rank's rows are global columns
-    [offset, offset + len(shard)). Stochastic solvers that sample mini-batches (LiSSA) are
-    not supported: their samples would differ between ranks.
+    ``counts`` holds the row count of every rank; this rank's rows are global rows
+    [offset, offset + len(shard)) (per-example weights, as in ``risk``, are indexed globally).
+    Stochastic solvers that sample mini-batches (LiSSA) are not supported: their samples would
+    differ between ranks.
     """
 
     def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, **kwargs: Any):
@@ -128,65 +127,41 @@ class ShardedObjective(Objective):
     def n_local(self) -> int:
         return len(self.train)
 
-    def hvp(self, V: Tensor) -> Tensor:
-        """H V of the full objective: this shard's (1/n) sum grad^2 L V, summed over ranks, + l2 V."""
-        single = V.dim() == 1
-        V = (V.unsqueeze(0) if single else V).to(self.device, self.dtype)
-        part = torch.zeros_like(V)
-        for _, x, y in self.train.batches(self.batch_size):
-            part = part + self.hvp_batch(V, x, y, 1.0 / self.n)
-        out = all_reduce_sum(part) + self.l2 * V
-        return out[0] if single else out
-
-    def risk(self, theta: Tensor | None = None, *, with_grad: bool = False) -> tuple[Tensor, Tensor | None]:
-        """R(theta) of the full training set and, if asked, its gradient [p] (all-reduced)."""
-        from torch.func import grad_and_value
-
-        th = self.theta if theta is None else theta
-        acc = torch.zeros(1 + (th.numel() if with_grad else 0), dtype=th.dtype, device=th.device)
-
-        def part(t, x, y):
-            return self.losses(t, x, y).sum() / self.n
-
-        for start, x, y in self.train.batches(self.batch_size):
-            if self.train.y is None:
-                check_targets(self.loss_fn, self.output_shape, y, "training data", start)
-            x, y = self.cast(x, y)
-            with torch.no_grad():
-                if with_grad:
-                    gb, val = grad_and_value(part)(th, x, y)
-                    acc[1:] += gb
-                else:
-                    val = part(th, x, y)
-            acc[0] += val
-        acc = all_reduce_sum(acc)
-        total = acc[0] + 0.5 * self.l2 * th.dot(th)
-        return total, (acc[1:] + self.l2 * th) if with_grad else None
+    def reduce(self, total: Tensor) -> Tensor:
+        """This shard's sum over its training rows, summed over all ranks (in place)."""
+        return all_reduce_sum(total)
 
     def sample_batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         raise InputError("stochastic solvers (lissa) sample mini-batches, which would differ between ranks; "
                          "use solver='cg' or 'exact' with a sharded objective, or run lissa in one process.")
 
 
+#: what a ``ShardedObjective`` serves of the solvers' ``needs`` (no mini-batch HVPs)
+SERVES = frozenset({"hvp", "hessian", "layers", "grads"})
+
+
 class ShardedInfluence(Influence):
     """``Influence`` over training data sharded across ranks. Arguments as ``Influence``, with
     ``shard`` this rank's rows. ``up_loss``, ``loo`` and ``self_influence`` return the full
-    matrices (all columns, gathered from every rank); ``up_params`` takes local row indices."""
+    matrices (all columns, gathered from every rank); ``up_params`` takes local row indices.
+    A solver that needs what a sharded objective cannot serve (LiSSA's mini-batch HVPs) is
+    refused."""
 
-    def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, *, l2: float = 0.0,
-                 params: Iterable[str] | None = None, batch_size: int = 512, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None, **kwargs: Any):
-        # Influence validates the arguments and builds the solver; its local objective is then
-        # replaced by the sharded one (same model, loss and settings)
-        super().__init__(model, loss, shard, l2=l2, params=params, batch_size=batch_size, dtype=dtype,
-                         device=device, **kwargs)
-        local = self.objective
-        self.objective = ShardedObjective(model, loss, local.train, l2=l2, params=local.names,
-                                          batch_size=batch_size, dtype=local.dtype, device=local.device)
+    def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, **kwargs: Any):
+        super().__init__(model, loss, shard, **kwargs)
+        missing = sorted(self.solver.needs - SERVES)
+        if missing:
+            raise InputError(f"solver {self.solver.name!r} needs {missing}, which a sharded objective cannot serve "
+                             "(each rank would sample other mini-batches); use solver='cg', 'exact', 'pcg', "
+                             "'ekfac' or 'datainf', or run it in one process.")
+
+    def make_objective(self, model: nn.Module, loss: str | LossFn, train: DataLike, **kwargs: Any) -> Objective:
+        """The sharded objective, built once: ``train`` is this rank's shard."""
+        return ShardedObjective(model, loss, train, **kwargs)
 
     def up_loss(self, test: DataLike, *, method: str = "grad", progress: bool = False) -> Tensor:
-        """I_up,loss [m, n] over all ranks' training points (positive = harmful). ``method`` is
-        fixed (default ``grad``) so that every rank scores the same way."""
+        """I_up,loss [m, n] over all ranks' training points. ``method`` is fixed (default
+        ``grad``) so that every rank scores the same way."""
         return gather_columns(super().up_loss(test, method=method, progress=progress), self.objective.counts)
 
     def self_influence(self, *, batch_size: int | None = None, progress: bool = False) -> Tensor:

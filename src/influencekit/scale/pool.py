@@ -1,10 +1,11 @@
-"""s_test and scoring shards in worker processes (torch.multiprocessing, fork start method).
+"""s_test and scoring shards of one ``Influence`` in worker processes (torch.multiprocessing, fork).
 
-Workers inherit the fitted objective and solver by ``fork`` (nothing is serialised to disk and
-the model is not re-sent per task); only index ranges go in and result tensors come back.
-Shards are cut on multiples of the batch size, so every worker processes exactly the batches
-the serial run would: the result equals the serial one (same operations on the same batches;
-each worker uses one thread, so it does not oversubscribe the cores).
+It wraps a fitted ``Influence`` from outside: workers inherit it by ``fork`` (nothing is
+serialised to disk and the model is not re-sent per task); only index ranges go in and result
+tensors come back. Scoring shards are cut on multiples of the batch size, so every worker
+processes exactly the batches the serial run would: the result equals the serial one (same
+operations on the same batches; each worker uses one thread, so it does not oversubscribe the
+cores).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data import DataLike
 from ..errors import InputError
-from ..influence import scores
-from ..objective import Objective
-from ..solvers import Solver
+from ..influence import Influence
 
 _STATE: dict[str, Any] = {}  # set in the parent right before the pool forks; read by the workers
 
@@ -27,14 +27,13 @@ def _init_worker() -> None:
 
 
 def _score_range(bounds: tuple[int, int]) -> Tensor:
-    obj, S, b = _STATE["objective"], _STATE["S"], _STATE["batch_size"]
     lo, hi = bounds
-    return scores(obj, S, obj.train.take(slice(lo, hi)), method="grad", batch_size=b)
+    return _STATE["influence"].scores(_STATE["S"], index=torch.arange(lo, hi), method="grad")
 
 
 def _solve_range(bounds: tuple[int, int]) -> Tensor:
     lo, hi = bounds
-    return _STATE["solver"].solve(_STATE["V"][lo:hi])
+    return _STATE["influence"].solver.solve(_STATE["G"][lo:hi])
 
 
 def _ranges(total: int, parts: int, step: int) -> list[tuple[int, int]]:
@@ -56,34 +55,41 @@ def _map(fn, ranges: list[tuple[int, int]], workers: int, **state: Any) -> list[
         _STATE.clear()
 
 
-def parallel_scores(objective: Objective, S: Tensor, *, workers: int = 2, batch_size: int | None = None) -> Tensor:
-    """``influence.scores(objective, S, method="grad")`` over the training data, [k, n], with the
-    n training points split into ``workers`` contiguous shards scored in separate processes."""
-    if workers < 1:
-        raise InputError(f"workers must be >= 1, got {workers}.")
-    S = (S.unsqueeze(0) if S.dim() == 1 else S).to(objective.device, objective.dtype)
-    b = batch_size or objective.batch_size
+def _check(workers: int) -> None:
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be an int >= 1, got {workers!r}.")
+
+
+def parallel_scores(influence: Influence, S: Tensor, *, workers: int = 2) -> Tensor:
+    """``influence.scores(S, method="grad")`` over the training data, [k, n], with the n training
+    points split into ``workers`` contiguous shards scored in separate processes. Raw scores,
+    as ``Influence.scores`` (signs: ``influencekit.convention``)."""
+    _check(workers)
+    S = S.unsqueeze(0) if S.dim() == 1 else S
     if workers == 1:
-        return scores(objective, S, method="grad", batch_size=b)
-    parts = _map(_score_range, _ranges(objective.n, workers, b), workers, objective=objective, S=S, batch_size=b)
-    return torch.cat(parts, 1)
+        return influence.scores(S, method="grad")
+    b = influence.objective.batch_size  # shards start on the serial run's batch boundaries
+    return torch.cat(_map(_score_range, _ranges(influence.n, workers, b), workers, influence=influence, S=S), 1)
 
 
-def parallel_s_test(solver: Solver, V: Tensor, *, workers: int = 2) -> Tensor:
-    """``solver.solve(V)`` ([m, p] -> [m, p]) with the m right-hand sides (test gradients) split
-    into ``workers`` shards solved in separate processes. The solver must be fitted.
+def parallel_s_test(influence: Influence, test_or_G: DataLike | Tensor, *, workers: int = 2) -> Tensor:
+    """s_test = (H + dI)^{-1} grad L(z_test) [m, p] as ``influence.s_test``, for test data or for
+    test gradients G [m, p] (or [p]), with the m right-hand sides split into ``workers`` shards
+    solved in separate processes. The influence is fitted first, in this process, so the
+    workers inherit the fitted curvature.
 
     Equal to the serial solve for solvers that treat columns independently: CG with
     ``block=False`` (per-column step sizes and stopping), exact, LiSSA (every shard replays the
     same seeded mini-batches). Block CG (the default) shares one Krylov space across the
     columns it is given, so shards agree with the serial solve to its tolerance, not bit for bit.
     """
-    if workers < 1:
-        raise InputError(f"workers must be >= 1, got {workers}.")
-    if solver.objective is None:
-        raise InputError(f"{type(solver).__name__} is not fitted; call fit(objective) first.")
-    V = V.unsqueeze(0) if V.dim() == 1 else V
-    if workers == 1 or V.shape[0] == 1:
-        return solver.solve(V)
-    parts = _map(_solve_range, _ranges(V.shape[0], workers, 1), workers, solver=solver, V=V)
-    return torch.cat(parts, 0)
+    _check(workers)
+    G = influence.test_gradients(test_or_G) if not isinstance(test_or_G, Tensor) else test_or_G
+    G = G.unsqueeze(0) if G.dim() == 1 else G
+    if G.dim() != 2 or G.shape[1] != influence.p:
+        raise InputError(f"test gradients must be [m, p] with p = {influence.p} (parameters in scope), "
+                         f"got {tuple(G.shape)}.")
+    influence.fit()
+    if workers == 1 or G.shape[0] == 1:
+        return influence.solver.solve(G)
+    return torch.cat(_map(_solve_range, _ranges(G.shape[0], workers, 1), workers, influence=influence, G=G), 0)

@@ -3,7 +3,8 @@
 A solver approximates (H + d I)^{-1} V for the Hessian H of an ``Objective`` and damping d.
 It is fitted once (``fit``: whatever curvature it needs) and then solves for any number of
 right-hand sides (``solve``: V [k, p] -> [k, p]). ``needs`` declares what the solver uses of
-the objective, so a pipeline computes only that.
+the objective, so that an objective that cannot serve it refuses the solver up front
+(``scale.distributed``: a sharded objective has no mini-batch HVPs).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class Solver(ABC):
     name: ClassVar[str]
     #: what the solver reads from the objective: "hvp" (full-data HVPs), "hessian" (explicit
     #: p x p matrix), "minibatch_hvp" (stochastic HVPs), "layers" (per-layer activations),
-    #: "grads" (per-example gradients).
+    #: "grads" (per-example gradients). Checked against what an objective serves
+    #: (``scale.distributed.ShardedInfluence``).
     needs: ClassVar[frozenset[str]] = frozenset({"hvp"})
     #: whether ``damping=None`` (a per-block automatic damping) is accepted.
     automatic_damping: ClassVar[bool] = False

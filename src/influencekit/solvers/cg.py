@@ -31,8 +31,8 @@ class CGSolver(Solver):
             objective's H + dI (e.g. a reweighted Hessian for a Newton step in ``retrain``).
         block: with k > 1 right-hand sides, block CG (O'Leary 1980; made rank-revealing as in
             Ji & Li 2017): the k columns share one Krylov space, so each iteration's k HVPs
-            serve every column. Same HVPs per iteration, fewer iterations: on the peers CNN
-            9 instead of 21 to relative residual 1e-2. Extra cost O(k^2 p) per iteration.
+            serve every column. Same HVPs per iteration, fewer iterations (measured on the
+            benchmark networks). Extra cost O(k^2 p) per iteration.
             ``block=False``: k independent CG recurrences (each column as if alone).
 
     After ``solve``, ``residuals`` holds the relative residual of every column at every

@@ -17,6 +17,8 @@ gradients, or a product with them when they fit the cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -55,23 +57,28 @@ class DataInfSolver(Solver):
         self.block_damping: list[float] = []
         self._cached: list[Tensor] | None = None
 
-    def _batches(self):
-        """Per-example gradients [B, p] of the training data, batch by batch (from the cache if kept)."""
-        if self._cached is not None:
-            yield from self._cached
-            return
+    def _sum(self, term: Callable[[Tensor], Tensor]) -> Tensor:
+        """sum over the training data of ``term(G)`` for per-example gradient batches G [B, p],
+        through ``Objective.stream`` (so reduced like every such sum), or over the cached batches."""
         obj = self.objective
-        for _, x, y in obj.train.batches(self.batch_size or obj.batch_size):
-            yield obj.grads(x, y)
+        if self._cached is None:
+            return obj.stream(lambda x, y, w: term(obj.grads(x, y)), batch_size=self.batch_size or obj.batch_size)
+        total = term(self._cached[0])
+        for G in self._cached[1:]:
+            total = total + term(G)
+        return obj.reduce(total)
 
     def _fit(self, objective: Objective) -> None:
         self._cached = None
         keep = objective.n * objective.p <= self.cache
-        kept, sq = [], torch.zeros(len(objective.names), dtype=objective.dtype, device=objective.device)
-        for G in self._batches():
-            sq += torch.stack([(g * g).sum() for g in objective.blocks(G).values()])
+        kept = []
+
+        def squares(G):  # ||g_i||^2 per block, summed over the batch: [blocks]
             if keep:
                 kept.append(G)
+            return torch.stack([(g * g).sum() for g in objective.blocks(G).values()])
+
+        sq = self._sum(squares)
         self._cached = kept if keep else None
         mean_eig = sq / objective.n / torch.tensor(objective.numels, dtype=sq.dtype, device=sq.device)  # tr(F_l)/p_l
         d = AUTO_DAMPING * mean_eig if self.auto_damping else torch.full_like(mean_eig, self.damping)
@@ -88,12 +95,15 @@ class DataInfSolver(Solver):
     def _solve(self, V: Tensor) -> Tensor:
         obj = self.objective
         Vb = obj.blocks(V)
-        acc = {k: torch.zeros_like(v) for k, v in Vb.items()}
-        for G in self._batches():
+
+        def term(G):  # sum_i g_i (g_i^T v) / (mu + ||g_i||^2) per block, over the batch: [k, p]
+            parts = []
             for (k, g), mu in zip(obj.blocks(G).items(), self._mu):
-                c = (g @ Vb[k].T) / (mu + (g * g).sum(1, keepdim=True))  # g_i^T v / (mu + ||g_i||^2): [B, k]
-                acc[k] += c.T @ g
-        return (V - torch.cat([acc[k] for k in obj.names], 1) / obj.n) / self._mu_cols
+                c = (g @ Vb[k].T) / (mu + (g * g).sum(1, keepdim=True))  # [B, k]
+                parts.append(c.T @ g)
+            return torch.cat(parts, 1)
+
+        return (V - self._sum(term) / obj.n) / self._mu_cols
 
     def settings(self) -> dict:
         return {"solver": self.name, "damping": "auto" if self.auto_damping else self.damping,

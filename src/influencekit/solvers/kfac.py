@@ -4,7 +4,7 @@ Martens 2016; EK-FAC, George et al. 2018). An embedding is a linear layer on one
 A is diagonal (token counts / n), Q_A = I, and EK-FAC's refit sums the rotated output gradients of
 the positions holding each token (``_embedding_squares``).
 
-For a layer with block gradient G_b = sum_t g_bt a_bt^T [d_out, cols] (see ``layers``):
+For a layer with block gradient G_b = sum_t g_bt a_bt^T [d_out, cols] (see ``capture``):
 
     A = (1/n) sum_b sum_t a_bt a_bt^T                  [cols, cols]  (ones column for the bias)
     S = (1/(n T)) sum_b sum_r sum_t g_brt g_brt^T       [d_out, d_out]
@@ -15,7 +15,7 @@ from the per-example block gradients, lam_ij = (1/n) sum_b sum_r (Q_S^T G_br Q_A
 the best diagonal in that basis (in Frobenius norm). Where memory allows (``row_bases``), EK-FAC
 here goes one step further and keeps, per output eigendirection i, the whole second moment of the
 rotated row (Q_S^T G_br)_i [cols, cols] instead of its diagonal in the Q_A basis. The g's are
-pseudo-gradients of the GGN by default (``layers.FISHER_TYPES``): the curvature approximated is
+pseudo-gradients of the GGN by default (``capture.FISHER_TYPES``): the curvature approximated is
 the Gauss-Newton part of the Hessian of the data term, always positive semi-definite.
 
 The inverse applied to a block V [d_out, cols] is Q_S [(Q_S^T V Q_A) / (lam + l2 + d)] Q_A^T,
@@ -26,12 +26,12 @@ Small layers keep their exact block instead (``exact_block``): with P = d_out x 
 B = (1/n) sum_b sum_r vec(G_br) vec(G_br)^T [P, P] is formed from the same captures (n R P^2 time,
 P^2 memory) and inverted through its eigendecomposition. The Kronecker factorisation exists to
 make large blocks tractable; on a block this small it saves nothing and loses accuracy (a
-network's last layer, typically: on the benchmark networks of benchmarks/peers/RESULTS.md this
-adds 0.007-0.03 to the Pearson correlation with exact influence; not a guarantee, a 610-parameter
-test MLP lost 0.0006). The same holds for a small module of any other type (LayerNorm, an
-embedding, batch norm in eval mode, a custom layer): it is one exact block of its parameters,
-whose per-example gradients come from a VJP of the module alone (``layers``, "generic" blocks);
-one over ``exact_block`` parameters is refused with the solvers that handle it.
+network's last layer, typically: on the benchmark networks of benchmarks/peers it raised the
+correlation with exact influence, though not on every network). The same holds for a small
+module of any other type (LayerNorm, an embedding, batch norm in eval mode, a grouped
+convolution, a custom layer): it is one exact block of its parameters, whose per-example
+gradients come from a VJP of the module alone (``capture``, "generic" blocks); one over
+``exact_block`` parameters is refused with the solvers that handle it.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from .base import Solver, register
 AUTO_DAMPING = 0.1
 
 #: exact_block default: layers with at most this many parameters (weight + bias) keep their exact
-#: curvature block: 8 MB in float64 and an eigendecomposition of ~0.3 s (one core) at the limit;
-#: forming it costs n R P^2, so larger limits grow quadratically (measured in benchmarks/peers).
+#: curvature block: 8 MB in float64 at the limit, and an eigendecomposition that stays small next
+#: to a pass over the data; forming it costs n R P^2, so larger limits grow quadratically.
 EXACT_BLOCK = 1024
 
 #: row_bases default (EK-FAC): per-row input bases while d_out x cols^2 <= 2^22 entries
@@ -71,7 +71,7 @@ class KFACSolver(Solver):
             GGN underestimates in directions of small curvature). ``Influence`` passes its
             own ``damping`` (default 0).
         fisher: "ggn" (default; exact expected true Fisher, no label sampling) or "empirical"
-            (observed labels). See ``layers.FISHER_TYPES``.
+            (observed labels). See ``capture.FISHER_TYPES``.
         batch_size: examples per capture batch (memory: batch x outputs x layer width);
             default the objective's batch size, at most 256.
         exact_block: layers with at most this many parameters (d_out x cols) keep their exact
@@ -88,7 +88,10 @@ class KFACSolver(Solver):
     name = "kfac"
     automatic_damping = True
     needs = frozenset({"layers"})
+    #: whether the eigenvalues are refitted from per-example gradients (EK-FAC)
     corrected = False
+    #: per-row input bases up to this many entries per layer (EK-FAC's option; K-FAC keeps none)
+    row_bases: int = 0
 
     def __init__(self, damping: float | None = None, fisher: str = "ggn", batch_size: int | None = None,
                  exact_block: int = EXACT_BLOCK):
@@ -104,35 +107,41 @@ class KFACSolver(Solver):
         self.factors: list[dict[str, Tensor]] = []
         self.layer_damping: list[float] = []
 
-    def _batches(self, objective: Objective):
+    def _stream(self, objective: Objective, term):
+        """``objective.stream`` over capture batches (default the objective's batch size, at most 256)."""
         b = self.batch_size or min(objective.batch_size, 256)
-        return objective.train.batches(b)
+        return objective.stream(lambda x, y, w: term(x, y), batch_size=b)
 
     def _fit(self, objective: Objective) -> None:
         self.capture = LayerCapture(objective, generic=self.exact_block)  # small other modules: exact
         self.blocks: list[LayerBlock] = self.capture.blocks
-        f64, dev = torch.float64, objective.device
+        f64 = torch.float64
         self.kinds = [self._kind(b) for b in self.blocks]
-        # an exact layer accumulates its block B in A[i]; a layer with row bases only S (its
-        # input side is refitted); a Kronecker-factored one A and S
-        # (an embedding's A is diagonal, the token counts: a vector [V])
-        A = [torch.zeros((b.d_out * b.cols,) * 2 if k == "exact" else (b.cols,) if b.kind == "embedding"
-                         else (b.cols, b.cols), dtype=f64, device=dev) for b, k in zip(self.blocks, self.kinds)]
-        S = [torch.zeros(b.d_out, b.d_out, dtype=f64, device=dev) for b in self.blocks]
         T = [0] * len(self.blocks)
-        for _, x, y in self._batches(objective):
+
+        def statistics(x, y):
+            """This batch's sums of the factors, in float64 (per-batch sums in the objective's dtype):
+            an exact layer's block B in "A"; a layer with row bases only S (its input side is
+            refitted); a Kronecker-factored one A and S (an embedding's A is diagonal, the token
+            counts: a vector [V])."""
+            out = {}
             for i, (a, g) in enumerate(self.capture.capture(x, y, self.fisher)):
-                # per-batch sums in the objective's dtype, accumulated over batches in float64
-                if self.kinds[i] == "exact":  # a generic block's capture is its Z already
+                blk, kind = self.blocks[i], self.kinds[i]
+                if kind == "exact":  # a generic block's capture is its Z already
                     Z = g if a is None else LayerCapture.per_example(a, g).flatten(2)  # [B, R, P], like gather
-                    A[i] += torch.einsum("brp,brq->pq", Z, Z).to(f64)
+                    out[f"A{i}"] = torch.einsum("brp,brq->pq", Z, Z).to(f64)
                     continue
-                if self.blocks[i].kind == "embedding":  # a: token indices [B, T]
-                    A[i] += torch.bincount(a.reshape(-1), minlength=self.blocks[i].cols).to(f64)
-                elif self.kinds[i] == "kronecker":
-                    A[i] += torch.einsum("btc,btd->cd", a, a).to(f64)
-                S[i] += torch.einsum("brto,brtq->oq", g, g).to(f64)
+                if blk.kind == "embedding":  # a: token indices [B, T]
+                    out[f"A{i}"] = torch.bincount(a.reshape(-1), minlength=blk.cols).to(f64)
+                elif kind == "kronecker":
+                    out[f"A{i}"] = torch.einsum("btc,btd->cd", a, a).to(f64)
+                out[f"S{i}"] = torch.einsum("brto,brtq->oq", g, g).to(f64)
                 T[i] = a.shape[1]
+            return out
+
+        sums = self._stream(objective, statistics)
+        A = [sums.get(f"A{i}") for i in range(len(self.blocks))]
+        S = [sums.get(f"S{i}") for i in range(len(self.blocks))]
         n = objective.n
         self.factors = []
         for i, kind in enumerate(self.kinds):
@@ -173,29 +182,32 @@ class KFACSolver(Solver):
         todo = [i for i, k in enumerate(kinds) if k != "exact"]  # exact blocks have their own eigenvalues
         if not todo:
             return
-        acc = [None if k == "exact" else torch.zeros((b.d_out, b.cols, b.cols) if k == "rows" else (b.d_out, b.cols),
-                                                     dtype=f64, device=objective.device)
-               for b, k in zip(self.blocks, kinds)]
-        for _, x, y in self._batches(objective):
+
+        def squares(x, y):
+            """This batch's sums of the squared rotated rows, in float64 (per-batch sums in the
+            objective's dtype), one per factorised layer."""
+            out = []
             for i, (a, g) in zip(todo, self.capture.capture(x, y, self.fisher, only=todo)):
-                # rows in the output eigenbasis; per-batch sums in the objective's dtype,
-                # accumulated over batches in float64
                 fc, linear = self.factors[i], a.shape[1] == 1  # one position: Linear
-                gq = g @ fc["QS"].to(g.dtype)
+                gq = g @ fc["QS"].to(g.dtype)  # rows in the output eigenbasis
                 if self.blocks[i].kind == "embedding":
-                    acc[i] += _embedding_squares(gq, a, self.blocks[i].cols).to(f64)
+                    out.append(_embedding_squares(gq, a, self.blocks[i].cols))
                 elif kinds[i] == "rows" and linear:  # sum_r (q_i^T g_r)^2 a a^T: no per-example G needed
                     w, a0 = (gq[:, :, 0] ** 2).sum(1), a[:, 0]
-                    acc[i] += torch.einsum("bo,bc,bd->ocd", w, a0, a0).to(f64)
+                    out.append(torch.einsum("bo,bc,bd->ocd", w, a0, a0))
                 elif kinds[i] == "rows":
                     G = torch.einsum("brto,btc->broc", gq, a)
-                    acc[i] += torch.einsum("broc,brod->ocd", G, G).to(f64)
+                    out.append(torch.einsum("broc,brod->ocd", G, G))
                 elif linear:  # the squared entries of (Q_S^T g)(Q_A^T a)^T factorise
                     aq = a[:, 0] @ fc["QA"].to(a.dtype)
-                    acc[i] += torch.einsum("bro,bc->oc", gq[:, :, 0] ** 2, aq ** 2).to(f64)
+                    out.append(torch.einsum("bro,bc->oc", gq[:, :, 0] ** 2, aq ** 2))
                 else:  # rotate before contracting over positions t
                     G = torch.einsum("brto,btc->broc", gq, a @ fc["QA"].to(a.dtype))
-                    acc[i] += (G * G).sum((0, 1)).to(f64)
+                    out.append((G * G).sum((0, 1)))
+            return [t.to(f64) for t in out]
+
+        acc = dict(zip(todo, self._stream(objective, squares)))
+        acc = [acc.get(i) for i in range(len(kinds))]
         for fc, kind, total in zip(self.factors, kinds, acc):
             if kind == "rows":
                 lam, U = torch.linalg.eigh(total / objective.n)  # batched over the d_out rows
@@ -211,7 +223,7 @@ class KFACSolver(Solver):
             return "kronecker"
         if blk.d_out * blk.cols <= self.exact_block:
             return "exact"
-        if self.corrected and blk.d_out * blk.cols ** 2 <= self.row_bases:
+        if blk.d_out * blk.cols ** 2 <= self.row_bases:
             return "rows"
         return "kronecker"
 

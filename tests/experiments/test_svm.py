@@ -1,24 +1,16 @@
-"""Workloads: models trained to a stationary point, and the SVM's exact retraining."""
-
-import dataclasses
+"""The exact hinge SVM: its solve meets the KKT conditions, and leave-one-out warm starts change nothing."""
 
 import numpy as np
 import torch
 
 import influencekit as ik
-from influencekit.experiments.workloads import make_workload, validate
+from influencekit.experiments import datasets, problems
+from influencekit.experiments.svm import ExactSVM, hinge_svm
 
 
-def test_logistic_workload_is_trained_to_a_stationary_point():
-    w = make_workload("digits-logreg")
-    _, g = w.objective().risk(with_grad=True)
-    assert g.abs().max() < 1e-8
-
-
-def test_svm_retraining_solves_the_hinge_objective_exactly():
-    w = make_workload("digits-svm", t=0.0)
-    X, y = w.train
-    obj = ik.Objective(w.model, "hinge", w.train, l2=w.l2)
+def test_svm_problem_is_the_exact_minimiser_of_the_hinge_objective():
+    p = problems.make("digits-svm", t=0.0)
+    obj = ik.Objective(p.model, "hinge", p.train, l2=p.l2)
     theta = obj.theta.clone()
     risk = lambda th: obj.risk(th)[0].item()  # noqa: E731
     base = risk(theta)
@@ -26,16 +18,14 @@ def test_svm_retraining_solves_the_hinge_objective_exactly():
     for _ in range(20):  # no small random move lowers the (convex) objective
         assert risk(theta + 1e-4 * torch.randn(obj.p, generator=g, dtype=torch.float64)) >= base - 1e-12
     # removing a point that is not a support vector changes nothing
-    margins = (2 * y - 1) * w.model(X).detach()
+    X, y = p.train
+    margins = (2 * y - 1) * p.model(X).detach()
     far = int(torch.nonzero(margins > 1.5)[0])
-    assert w.retrain([far], w.test)[0].abs().max() < 1e-8
+    assert p.retrain([far], p.test)[0].abs().max() < 1e-8
 
 
 def test_hinge_svm_meets_the_kkt_conditions_where_a_plain_dual_solve_stalls():
     """digits 1 vs 7 at l2 = 0.01: L-BFGS-B on the dual alone stopped at a 5 % duality gap."""
-    from influencekit.experiments import datasets
-    from influencekit.experiments.workloads import hinge_svm
-
     Xtr, ytr, _, _ = datasets.digits((1, 7), seed=0)
     X, y, n, l2 = Xtr.double().numpy(), 2.0 * ytr.double().numpy() - 1.0, len(Xtr), 1e-2
     Z = y[:, None] * np.c_[X, np.ones(n)]
@@ -53,9 +43,6 @@ def test_hinge_svm_meets_the_kkt_conditions_where_a_plain_dual_solve_stalls():
 
 def test_hinge_svm_warm_started_leave_one_out_equals_a_cold_solve():
     """Leave-one-out solves start from the full-data sets; the end point must not depend on it."""
-    from influencekit.experiments import datasets
-    from influencekit.experiments.workloads import hinge_svm
-
     Xtr, ytr, _, _ = datasets.digits((3, 8), seed=0)
     X, y, n, l2 = Xtr.double().numpy(), 2.0 * ytr.double().numpy() - 1.0, len(Xtr), 1e-2
     Z = y[:, None] * X
@@ -66,19 +53,12 @@ def test_hinge_svm_warm_started_leave_one_out_equals_a_cold_solve():
         np.testing.assert_allclose(hinge_svm(Z[keep], l2, n, start=full), hinge_svm(Z[keep], l2, n), atol=1e-10)
 
 
-def test_smooth_hinge_influence_tracks_svm_retraining_better_than_the_raw_hinge():
-    smooth = validate(make_workload("digits-svm", t=1e-3), "exact", k=15)
-    raw = validate(make_workload("digits-svm", t=0.0), "exact", k=15)
-    assert smooth["pearson"] > raw["pearson"] + 0.3
-    assert smooth["pearson_newton"] > 0.9
-    assert np.isfinite(smooth["predicted"]).all()
-
-
-def test_smooth_hinge_influence_at_the_svm_matches_exact_hinge_retraining_on_mnist(data_dir):
-    """Koh & Liang's hinge setting (MNIST 1 vs 7, no bias, l2 0.01): SmoothHinge(0.001) influence
-    at the SVM's weights against exact leave-one-out retraining of the hinge SVM."""
-    w = make_workload("mnist-svm", data_dir=data_dir)
-    smooth = validate(w, "exact", k=20)
-    assert smooth["pearson"] > 0.95, smooth["pearson"]
-    raw = validate(dataclasses.replace(w, loss=ik.SmoothHinge(0.0)), "exact", k=20)  # the same SVM, t = 0
-    assert raw["pearson"] < smooth["pearson"] - 0.2  # the raw hinge (H = l2 I) misses the margin's curvature
+def test_exact_svm_retrain_is_the_change_of_the_hinge_loss_at_the_retrained_weights():
+    Xtr, ytr, Xte, yte = datasets.digits((3, 8), seed=0)
+    svm = ExactSVM(Xtr, ytr, l2=1e-2, bias=True)
+    test = (Xte[:3], yte[:3])
+    i = 5
+    theta_i = svm.without(i)
+    Xa = torch.cat([Xte[:3], torch.ones(3, 1, dtype=Xte.dtype)], 1)
+    hinge = lambda th: (1 - (2 * yte[:3].double() - 1) * (Xa @ th)).clamp_min(0)  # noqa: E731
+    torch.testing.assert_close(svm([i], test)[:, 0], hinge(theta_i) - hinge(svm.theta), rtol=0, atol=1e-12)
