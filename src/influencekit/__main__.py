@@ -1,3 +1,5 @@
+"""``python -m influencekit``: the command line (``influencekit.cli``)."""
+
 import sys
 
 from .cli import main

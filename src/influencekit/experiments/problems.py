@@ -252,7 +252,7 @@ def digits_mlp(seed: int = 0, n_train: int | None = None, epochs: int | None = N
     obj = Objective(model, "cross_entropy", (Xtr, ytr), l2=l2, batch_size=2048)
     model = obj.to_model(minimize(obj, grad_tol=1e-6, max_iter=300)).eval()
     return Problem("digits-mlp", model, "cross_entropy", (Xtr, ytr), (Xte, yte), l2=l2, damping=1e-2,
-                   notes=f"MLP 64-32-10 (tanh), digits, n = {len(Xtr)}, float64, stationary point, l2 = {l2}, "
+                   notes=f"MLP 64-32-10 (tanh), digits, n = {len(Xtr)}, float64, Adam + L-BFGS, l2 = {l2}, "
                          "damping 0.01")
 
 
