@@ -28,8 +28,10 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
+# ruff, and BENCHMARKS.md equal to what benchmarks/assemble.py generates from the results files
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python benchmarks/assemble.py --check
 
 test: setup lint browser
 	$(BIN)/pytest -n 2 -q tests

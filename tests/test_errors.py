@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 import influencekit as ik
 from influencekit.experiments.models import MLP, LogisticRegression
+from influencekit.influence import scores
 
 
 def _data(n=20, d=4, seed=0):
@@ -126,7 +127,7 @@ def test_scored_data_of_the_wrong_shape_is_refused():
     X, y, _ = _data()
     obj = ik.Objective(_logreg(), "logistic", (X, y))
     with pytest.raises(ik.InputError, match=r"scored data: .*training examples are \[4\]"):
-        ik.scores(obj, torch.ones(obj.p, dtype=torch.float64), (torch.randn(3, 6, dtype=torch.float64), y[:3]))
+        scores(obj, torch.ones(obj.p, dtype=torch.float64), (torch.randn(3, 6, dtype=torch.float64), y[:3]))
 
 
 def test_integer_inputs_to_a_float_model_are_refused_with_the_dtype():
@@ -267,9 +268,9 @@ def test_a_nan_inside_a_dataset_is_caught_by_the_fit_and_by_scoring():
         inf.fit()
     s = torch.ones(2, inf.objective.p, dtype=torch.float64)
     with pytest.raises(ik.NonFiniteError, match=r"examples \[7\]"):
-        ik.scores(inf.objective, s, method="jvp")
+        scores(inf.objective, s, method="jvp")
     with pytest.raises(ik.NonFiniteError, match=r"examples \[7\]"):
-        ik.scores(inf.objective, s, method="grad")
+        scores(inf.objective, s, method="grad")
 
 
 def test_a_non_finite_loss_at_the_trained_parameters_is_refused():
@@ -308,9 +309,9 @@ def test_nan_gradients_with_a_finite_loss_are_refused_not_scored():
     obj = ik.Objective(model, abs_by_sqrt, (X, y))
     s = torch.ones(1, obj.p, dtype=torch.float64)
     with pytest.raises(ik.NonFiniteError, match="non-finite influence scores for examples"):
-        ik.scores(obj, s, method="jvp")
+        scores(obj, s, method="jvp")
     with pytest.raises(ik.NonFiniteError, match="non-finite gradient for examples"):
-        ik.scores(obj, s, method="grad")
+        scores(obj, s, method="grad")
 
 
 def test_a_nan_right_hand_side_never_reaches_a_solver():

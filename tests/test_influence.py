@@ -244,3 +244,28 @@ def test_a_subclass_builds_its_own_objective_once():
 
     inf = Counting(model, "logistic", obj.train, l2=obj.l2, batch_size=7)
     assert built == [7] and inf.objective.batch_size == 7
+
+
+class _Attention(torch.nn.Module):
+    """A model whose attention layer returns a tuple and uses its out_proj weight without calling it:
+    the layer capture cannot replay it, so fast scoring must fall back, not fail or guess."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h, _ = self.attn(x, x, x, need_weights=False)
+        return self.head(h.mean(1))
+
+
+def test_default_scoring_of_many_vectors_falls_back_to_gradients_where_layers_cannot_be_captured():
+    torch.manual_seed(0)
+    model = _Attention().double().eval()
+    X, y = torch.randn(12, 5, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    inf = ik.Influence(model, "cross_entropy", (X, y), l2=0.1, damping=0.1)
+    S = torch.randn(5, inf.p, dtype=torch.float64)  # > 2 vectors: "auto" tries the layer capture first
+    torch.testing.assert_close(inf.scores(S), S @ inf.train_gradients(range(12)).T, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ik.UnsupportedLayerError):
+        inf.scores(S, method="layers")  # asked for by name: the error says why

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import influencekit as ik
 from influencekit.experiments.models import MLP, LogisticRegression
+from influencekit.influence import scores
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -90,7 +91,7 @@ def test_influence_is_the_same_for_every_batch_size_chunk_size_data_format_and_s
                                rtol=1e-9, atol=1e-12)
     # scoring chunks independent of the objective's batches
     S = inf.s_test(prob.test)
-    chunked = -ik.scores(inf.objective, S, batch_size=data.draw(batch, "scoring chunk"),
+    chunked = -scores(inf.objective, S, batch_size=data.draw(batch, "scoring chunk"),
                          method=data.draw(st.sampled_from(["jvp", "grad"])))
     torch.testing.assert_close(chunked, ref, rtol=1e-9, atol=1e-12)
     # the same data as a Dataset or a DataLoader (whose own batching and shuffling are ignored)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from influencekit import InputError, Objective, UnsupportedLayerError, scores
+from influencekit import InputError, Objective, UnsupportedLayerError
+from influencekit.influence import scores
 from influencekit.scoring import LayerScorer, embedding_block, layer_block, layer_scores
 
 F64 = torch.float64

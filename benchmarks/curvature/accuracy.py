@@ -40,6 +40,7 @@ import influencekit as ik
 from influencekit.curvature import spectrum
 from influencekit.experiments import datasets
 from influencekit.experiments.models import MLP, SmallCNN, train
+from influencekit.influence import scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record import record  # noqa: E402
@@ -89,7 +90,7 @@ def worker(args) -> None:
     else:
         solver = ik.make_solver(args.worker, damping=meta["damping"], **METHODS[args.worker]).fit(obj)
         S = solver.solve(G)
-    up_loss = -ik.scores(obj, S)
+    up_loss = -scores(obj, S)
     seconds = time.perf_counter() - t0
     save_file({"up_loss": up_loss.contiguous()}, str(out / f"{args.problem}-{args.worker}.safetensors"))
     info = {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

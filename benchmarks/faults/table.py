@@ -23,6 +23,7 @@ from torch.utils.data import TensorDataset
 
 import influencekit as ik
 from influencekit.experiments.models import MLP, LogisticRegression
+from influencekit.influence import scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record import record  # noqa: E402
@@ -147,7 +148,7 @@ def _nan_in_dataset(score: bool):
     inf = ik.Influence(_mlp(), "cross_entropy", TensorDataset(_with(X, (7, 1), float("nan")), yc), solver="exact",
                        damping=1.0, batch_size=8)
     if score:
-        return ik.scores(inf.objective, torch.ones(2, inf.objective.p, dtype=torch.float64), method="jvp")
+        return scores(inf.objective, torch.ones(2, inf.objective.p, dtype=torch.float64), method="jvp")
     return inf.fit()
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from influencekit import Influence, Objective, make_solver, scores, spectrum
+from influencekit import Influence, Objective, make_solver, spectrum
 from influencekit.experiments.datasets import mnist
 from influencekit.experiments.models import SmallCNN, train
 from influencekit.experiments.problems import make
+from influencekit.influence import scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record import record  # noqa: E402

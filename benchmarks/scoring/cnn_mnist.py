@@ -35,9 +35,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from influencekit import SOLVERS, Objective, make_solver, scores
+from influencekit import SOLVERS, Objective, make_solver
 from influencekit.experiments.datasets import _file
 from influencekit.experiments.models import SmallCNN, train
+from influencekit.influence import scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record import record  # noqa: E402

@@ -30,9 +30,6 @@ _PUBLIC = {
     "NegativeCurvatureError": "errors", "DivergenceError": "errors", "UnsupportedLayerError": "errors",
     "CacheError": "errors", "ConvergenceWarning": "errors",
 }
-#: importable for existing code, not part of the face: prefer ``Influence.scores``
-_COMPATIBLE = {"scores": "influence"}
-
 __all__ = [  # the keys of _PUBLIC, spelled out for static tools
     "SIGN_CONVENTION", "SOLVERS", "CacheError", "ConvergenceWarning", "DivergenceError", "Examples", "Influence",
     "InfluenceError", "InputError", "ModelStateError", "NegativeCurvatureError", "NonFiniteError", "Objective",
@@ -42,7 +39,7 @@ __all__ = [  # the keys of _PUBLIC, spelled out for static tools
 
 
 def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name) or _COMPATIBLE.get(name)
+    module = _PUBLIC.get(name)
     if module is not None:
         value = getattr(importlib.import_module(f".{module}", __name__), name)
     else:

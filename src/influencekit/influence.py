@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .curvature import Spectrum, spectrum
 from .data import DataLike, Examples
-from .errors import InputError, NonFiniteError
+from .errors import InputError, NonFiniteError, UnsupportedLayerError
 from .losses import LossFn, get_loss
 from .objective import Objective
 from .retrain import evaluate_losses
@@ -47,6 +47,7 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
     objective was built, so they are not re-validated batch by batch as ``data`` is.
     """
     S = S.unsqueeze(0) if S.dim() == 1 else S
+    auto = method == "auto"
     if index is not None and data is not None:
         raise InputError("index selects rows of the training data; pass either data or index, not both.")
     ex = objective.train if data is None else Examples(data, name="scored data")
@@ -58,7 +59,12 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
     if method == "layers":  # per-layer factorised contractions (scoring.py), no [B, p] gradients
         from .scoring import LayerScorer
 
-        scorer = LayerScorer(objective, S)
+        try:
+            scorer = LayerScorer(objective, S)
+        except UnsupportedLayerError:
+            if not auto:
+                raise
+            method = "grad"  # a module the layer capture cannot replay: per-example gradients score any model
     b = batch_size or objective.batch_size
     if index is None:
         count, batches = len(ex), ex.batches(b)
@@ -73,7 +79,13 @@ def scores(objective: Objective, S: Tensor, data: DataLike | None = None, *, met
         if method == "jvp":
             block = objective.directional(S, x, y).T
         elif method == "layers":
-            block = scorer(x, y)
+            try:
+                block = scorer(x, y)
+            except UnsupportedLayerError:  # found only when the batch runs (a layer returning a tuple, ...)
+                if not auto:
+                    raise
+                method = "grad"
+                block = S @ objective.grads(x, y).T
         else:
             block = S @ objective.grads(x, y).T
         if not torch.isfinite(block).all():  # never hand back NaN scores silently
@@ -93,7 +105,9 @@ class TopK:
     harmful largest first, helpful most negative first; ``harmful_index`` / ``helpful_index``
     [m, k]: their training rows. A list holds points of the other sign when fewer than k have
     its sign. ``scored``: distinct training points whose influence was computed (n without a
-    prefilter); ``candidates`` [m, c]: the rows the prefilter offered each test point, or None.
+    prefilter); ``candidates`` [m, c]: the rows the prefilter offered each test point, or None;
+    ``index_rebuilt``: whether the prefilter's FAISS index was built (False: reused from
+    ``index_path``; None without a prefilter).
     """
 
     harmful: Tensor
@@ -102,6 +116,7 @@ class TopK:
     helpful_index: Tensor
     scored: int
     candidates: Tensor | None = None
+    index_rebuilt: bool | None = None
 
 
 class Influence:
@@ -163,6 +178,11 @@ class Influence:
     def p(self) -> int:
         """Number of parameters in scope."""
         return self.objective.p
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per streamed batch (memory is bounded by it, not by n)."""
+        return self.objective.batch_size
 
     def settings(self) -> dict[str, Any]:
         """What the results depend on besides model weights and data, as JSON values: the
@@ -229,11 +249,20 @@ class Influence:
             break  # the first batch shows a mismatch; the rest share its shapes
         return evaluate_losses(self.objective, self.objective.theta, ex, self.test_loss)
 
+    def solve(self, V: Tensor) -> Tensor:
+        """(H + dI)^{-1} V for raw vectors V [k, p] (or [p]): the solver's inverse-HVP, fitted on first use."""
+        single = V.dim() == 1
+        V = V.unsqueeze(0) if single else V
+        if V.dim() != 2 or V.shape[1] != self.p:
+            raise InputError(f"V must be [k, p] with p = {self.p} (parameters in scope), got {tuple(V.shape)}.")
+        self.fit()
+        out = self.solver.solve(V)
+        return out[0] if single else out
+
     def s_test(self, test: DataLike) -> Tensor:
         """s_test = (H + dI)^{-1} grad L(z_test): [m, p]."""
         G = self.test_gradients(test)  # first: bad test data fails before the (costly) curvature fit
-        self.fit()
-        return self.solver.solve(G)
+        return self.solve(G)
 
     # ---- up-weighting -------------------------------------------------------------------------
     def scores(self, S: Tensor, data: DataLike | None = None, *, index: Index | None = None, method: str = "auto",
@@ -258,9 +287,7 @@ class Influence:
     def up_params(self, index: Index | None = None) -> Tensor:
         """I_up,params(z_i) = -(H + dI)^{-1} grad L(z_i) for the training points in ``index``
         (default: all; memory [n, p]): [len(index), p]."""
-        G = self.train_gradients(self._rows(index))
-        self.fit()
-        return -self.solver.solve(G)
+        return -self.solve(self.train_gradients(self._rows(index)))
 
     def self_influence(self, *, batch_size: int | None = None, progress: bool = False) -> Tensor:
         """I_up,loss(z_i, z_i) = -grad L(z_i)^T (H + dI)^{-1} grad L(z_i) for all n points: [n].
@@ -273,7 +300,7 @@ class Influence:
         for _, x, y in tqdm(self.objective.train.batches(b), total=-(-self.n // b), disable=not progress,
                             desc="self-influence", unit="batch"):
             G = self.objective.grads(x, y)
-            out.append(-(G * self.solver.solve(G)).sum(1))
+            out.append(-(G * self.solve(G)).sum(1))
         return torch.cat(out)
 
     def run(self, test: DataLike, folder: str | Path, *, chunk_size: int = 1024, method: str = "grad",
@@ -333,7 +360,7 @@ class Influence:
         if prefilter == "knn":
             train_features, test_features, what = self._features(features, test)
             stamp = fastif.fingerprint(self.objective.model, self._data_fingerprint(), "knn", what)
-            index, _ = fastif.load_or_build(path, train_features, stamp, kind=index_kind)
+            index, rebuilt = fastif.load_or_build(path, train_features, stamp, kind=index_kind)
             S = self.s_test(test)
             _, cand = index.search(test_features(), candidates)
         else:
@@ -344,12 +371,13 @@ class Influence:
             head = fastif.head_params(obj.model)
             stamp = fastif.fingerprint(obj.model, self._data_fingerprint(), "grad", describe(obj.loss_fn),
                                        str(obj.dtype), *head)
-            index, _ = fastif.load_or_build(path, lambda: fastif.gradient_embedding(obj, head, progress=progress),
+            index, rebuilt = fastif.load_or_build(path, lambda: fastif.gradient_embedding(obj, head,
+                                                                                          progress=progress),
                                             stamp, kind=index_kind, metric="ip")
             cand = fastif.gradient_candidates(index, fastif.head_block(obj, S, head), candidates)
         up = -fastif.candidate_scores(self.objective, S, cand, progress=progress)
         best = _top(up, cand, k)
-        return TopK(**best, scored=int(torch.unique(cand).numel()), candidates=cand)
+        return TopK(**best, scored=int(torch.unique(cand).numel()), candidates=cand, index_rebuilt=rebuilt)
 
     def _data_fingerprint(self) -> str:
         from .fingerprint import fingerprint_data

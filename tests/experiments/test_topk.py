@@ -54,12 +54,13 @@ def test_knn_prefilter_with_every_point_a_candidate_reproduces_the_full_answer(p
 
 
 def test_a_saved_index_is_reused_while_model_and_data_are_unchanged(problem, tmp_path):
-    topk.run(problem, TESTS, TOP, solver="exact", prefilter="knn", candidates=20, index_dir=tmp_path)
+    first = topk.run(problem, TESTS, TOP, solver="exact", prefilter="knn", candidates=20, index_dir=tmp_path)
     saved = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert saved
     again = topk.run(problem, TESTS, TOP, solver="exact", prefilter="knn", candidates=20, index_dir=tmp_path)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == saved
     assert again.scored <= 40
+    assert first.index_rebuilt is True and again.index_rebuilt is False
 
 
 def test_gradient_prefilter_finds_the_full_top_lists_with_a_fifth_of_the_points(problem, full):

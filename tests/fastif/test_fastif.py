@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from influencekit import Objective, make_solver, scores
+from influencekit import Objective, make_solver
 from influencekit.errors import InputError
 from influencekit.experiments.models import MLP
 from influencekit.fastif import (
@@ -29,6 +29,7 @@ from influencekit.fastif.gradients import (
     head_block,
     head_params,
 )
+from influencekit.influence import scores
 
 
 @pytest.fixture(scope="module")

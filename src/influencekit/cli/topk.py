@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{r.problem}: {r.notes}; n = {r.n}, p = {r.p}")
     print(f"prefilter {args.prefilter}" + (f" ({r.candidates} candidates per test point, {args.index} index"
-                                            f"{' in ' + r.index_path if r.index_path else ''}; {r.scored} distinct "
+                                            f"{' in ' + r.index_path if r.index_path else ''}, "
+                                            f"{'built' if r.index_rebuilt else 'reused'}; {r.scored} distinct "
                                             "training points scored)" if prefilter else ""))
     print(f"solver {r.settings['solver']}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))

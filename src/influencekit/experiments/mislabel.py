@@ -263,7 +263,8 @@ def load_result(path: str | os.PathLike, meta: dict) -> MislabelResult | None:
 # Each recipe was chosen by one rule: the best validation accuracy on a held-out 20% of the noisy
 # training split (``validation_accuracy``: what one can measure without checking a label). Which
 # ranking wins depends on the recipe: benchmarks/uses/mislabel_sweep.py, mislabel_mnist10_sweep.py
-# and mislabel_net_sweep.py run the grids; their numbers are in benchmarks/uses/RESULTS.md.
+# and mislabel_net_sweep.py run the grids; their numbers are in the results files next to them
+# and in BENCHMARKS.md.
 
 #: default L2 of the linear model per data set: the decade-grid value (1e-6 .. 1e-2) chosen by the rule
 #: above (mnist: 1 vs 7; mnist_all: 10 classes; enron: ``ENRON``).

@@ -1,4 +1,4 @@
-"""Small reference models used by the workloads, benchmarks and tests.
+"""Small reference models used by the problems, benchmarks and tests.
 
 Smooth activations (tanh) and strided convolutions instead of max-pooling keep the loss twice
 differentiable, which is what the influence approximation assumes.

@@ -40,7 +40,8 @@ class Problem:
         train: training data (X [n, ...], y [n, ...]).
         test: test data (X [m, ...], y [m, ...]).
         l2: the L2 coefficient the model was trained with.
-        damping: the damping influence uses on this problem unless told otherwise.
+        damping: the damping influence uses on this problem unless told otherwise (None: the
+            automatic per-block damping of ``kfac``, ``ekfac`` and ``datainf``).
         solver: the default inverse-HVP solver.
         params: parameter names in scope (default: all trainable).
         test_loss: the loss measured on test points, if not ``loss``.
@@ -61,7 +62,7 @@ class Problem:
     train: Pair
     test: Pair
     l2: float
-    damping: float = 0.0
+    damping: float | None = 0.0
     solver: str = "cg"
     params: list[str] | None = None
     test_loss: LossFn | None = None

@@ -44,7 +44,8 @@ class TopKResult:
 
     ``candidates``: training points offered per test point by the prefilter (None: all n
     scored); ``scored``: distinct training points whose influence was computed; ``seconds``:
-    wall-clock per stage.
+    wall-clock per stage; ``index_rebuilt``: whether the prefilter's index was built (False:
+    reused from ``index_dir``).
     """
 
     problem: str
@@ -59,6 +60,7 @@ class TopKResult:
     scored: int
     tests: list[TopLists]
     seconds: dict[str, float] = field(default_factory=dict)
+    index_rebuilt: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"convention": SIGN_CONVENTION, **asdict(self)}
@@ -105,7 +107,8 @@ def run(problem: Problem, test_index: list[int], top: int = 10, *, prefilter: st
                        ranked(best.helpful_index[row], best.helpful[row])) for row, j in enumerate(test_index)]
     c = None if best.candidates is None else int(best.candidates.shape[1])
     return TopKResult(problem.name, problem.notes, inf.n, inf.p, inf.settings(), prefilter, c,
-                      index_kind if prefilter else None, str(path) if path else None, best.scored, tests, seconds)
+                      index_kind if prefilter else None, str(path) if path else None, best.scored, tests, seconds,
+                      best.index_rebuilt)
 
 
 def _top_k_in_processes(inf: Influence, test, top: int, workers: int) -> TopK:

@@ -7,8 +7,7 @@
 * ``prefilter``: scores on the candidates only, top-k helpful/harmful, recall against the full method;
 * ``tune``: the cheapest inverse-HVP setting whose scores match a reference (Pearson >= target);
 
-Signs follow ``influencekit.convention.SIGN_CONVENTION``: I_up,loss > 0 harmful, < 0 helpful,
-loo = -(1/n) I_up,loss.
+Signs: ``influencekit.convention``.
 """
 
 from .gradients import gradient_candidates, gradient_embedding, gradient_index, head_block, head_params

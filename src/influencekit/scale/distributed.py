@@ -182,7 +182,7 @@ class ShardedInfluence(Influence):
             sizes = [max(0, min(lo + b, c) - lo) for c in obj.counts]
             G_all = gather_columns(G.T, sizes).T  # [sum(sizes), p], the same on every rank
             mine = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
-            out.append(-(G * self.solver.solve(G_all)[mine]).sum(1))
+            out.append(-(G * self.solve(G_all)[mine]).sum(1))
         return gather_columns(torch.cat(out)[None], obj.counts)[0]
 
 

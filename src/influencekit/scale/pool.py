@@ -33,7 +33,7 @@ def _score_range(bounds: tuple[int, int]) -> Tensor:
 
 def _solve_range(bounds: tuple[int, int]) -> Tensor:
     lo, hi = bounds
-    return _STATE["influence"].solver.solve(_STATE["G"][lo:hi])
+    return _STATE["influence"].solve(_STATE["G"][lo:hi])
 
 
 def _ranges(total: int, parts: int, step: int) -> list[tuple[int, int]]:
@@ -68,7 +68,7 @@ def parallel_scores(influence: Influence, S: Tensor, *, workers: int = 2) -> Ten
     S = S.unsqueeze(0) if S.dim() == 1 else S
     if workers == 1:
         return influence.scores(S, method="grad")
-    b = influence.objective.batch_size  # shards start on the serial run's batch boundaries
+    b = influence.batch_size  # shards start on the serial run's batch boundaries
     return torch.cat(_map(_score_range, _ranges(influence.n, workers, b), workers, influence=influence, S=S), 1)
 
 
@@ -91,5 +91,5 @@ def parallel_s_test(influence: Influence, test_or_G: DataLike | Tensor, *, worke
                          f"got {tuple(G.shape)}.")
     influence.fit()
     if workers == 1 or G.shape[0] == 1:
-        return influence.solver.solve(G)
+        return influence.solve(G)
     return torch.cat(_map(_solve_range, _ranges(G.shape[0], workers, 1), workers, influence=influence, G=G), 0)
