@@ -113,8 +113,9 @@ def test_a_prefilter_offered_every_point_gives_the_full_answer(prefilter, tmp_pa
     inf, test = _mlp()
     full = inf.top_k(test, k=5)
     path = tmp_path / "index"
-    for _ in range(2):  # built and saved, then reused
+    for i in range(2):  # built and saved, then reused
         pre = inf.top_k(test, k=5, prefilter=prefilter, candidates=inf.n, index_path=path)
+        assert pre.index_rebuilt is (i == 0)
         assert pre.scored == inf.n and pre.candidates.shape == (3, inf.n)
         for name in ("harmful_index", "helpful_index"):
             assert torch.equal(getattr(pre, name), getattr(full, name))
@@ -269,3 +270,28 @@ def test_default_scoring_of_many_vectors_falls_back_to_gradients_where_layers_ca
     torch.testing.assert_close(inf.scores(S), S @ inf.train_gradients(range(12)).T, rtol=1e-10, atol=1e-12)
     with pytest.raises(ik.UnsupportedLayerError):
         inf.scores(S, method="layers")  # asked for by name: the error says why
+
+
+class _SharedHead(torch.nn.Module):
+    """Uses a sub-module's weights without calling the sub-module (as attention's out_proj is used)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(torch.tanh(self.a(x)), self.b.weight, self.b.bias)
+
+
+def test_default_scoring_falls_back_where_a_layer_is_used_without_being_called():
+    torch.manual_seed(0)
+    X, y = torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 3, (20,))
+    inf = ik.Influence(_SharedHead().double().eval(), "cross_entropy", (X, y), l2=0.1, damping=0.1)
+    S = torch.randn(5, inf.p, dtype=torch.float64)
+    torch.testing.assert_close(inf.scores(S), S @ inf.train_gradients(range(20)).T, rtol=1e-10, atol=1e-12)
+
+
+def test_training_rows_must_be_integers_not_a_mask():
+    inf, _ = _mlp()
+    with pytest.raises(ik.InputError, match="boolean mask"):
+        inf.up_params(torch.zeros(inf.n, dtype=torch.bool))

@@ -110,3 +110,13 @@ def test_the_public_names_and_the_lazy_table_agree():
     assert sorted(influencekit.__all__) == sorted(influencekit._PUBLIC)
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         influencekit.nonexistent  # noqa: B018
+
+
+def test_a_command_without_the_experiments_extra_says_which_extra_to_install(tmp_path):
+    code = """
+    from influencekit.cli import main
+    raise SystemExit(main(["validate", "--problem", "digits-logreg", "--k", "5"]))
+    """
+    done = run_python(code, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'influencekit[experiments]'" in done.stderr and "Traceback" not in done.stderr

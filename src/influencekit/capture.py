@@ -284,7 +284,7 @@ class LayerCapture:
             blk, m = self.blocks[i], self.modules[i]
             calls = len(probes[i])
             if calls == 0:
-                raise InputError(f"layer {blk.name} is in scope but was not called in the forward pass (its "
+                raise UnsupportedLayerError(f"layer {blk.name} is in scope but was not called in the forward pass (its "
                                  "parameters may be used directly by another module); leave its parameters out of "
                                  f"params, or {fix}.")
             if blk.kind == "generic":  # sum over the calls of the per-example module VJPs

@@ -220,7 +220,11 @@ class Influence:
         """Training rows as a 1-D long tensor (default: all n), checked to lie in [0, n)."""
         if index is None:
             return torch.arange(self.n)
-        rows = torch.as_tensor(index if isinstance(index, Tensor) else list(index), dtype=torch.long).flatten()
+        rows = torch.as_tensor(index if isinstance(index, Tensor) else list(index))
+        if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
+            raise InputError(f"training indices must be integers, got {rows.dtype} (a boolean mask? pass "
+                             "mask.nonzero().flatten()).")
+        rows = rows.to(torch.long).flatten()
         if rows.numel() and (rows.min() < 0 or rows.max() >= self.n):
             raise InputError(f"training indices must lie in [0, n = {self.n}); got range "
                              f"[{rows.min().item()}, {rows.max().item()}].")
@@ -419,12 +423,12 @@ class Influence:
         from .perturbation import pert_loss
 
         rows = self._rows(index)
+        if not len(rows):
+            raise InputError("index is empty; name at least one training row.")
         S = self.s_test(test)
         obj, b = self.objective, self.objective.batch_size
-        blocks = [pert_loss(obj, S, *obj.train.take(rows[lo:lo + b]), wrt=wrt) for lo in range(0, len(rows), b)]
-        if not blocks:
-            raise InputError("index is empty; name at least one training row.")
-        return torch.cat(blocks, dim=1)
+        return torch.cat([pert_loss(obj, S, *obj.train.take(rows[lo:lo + b]), wrt=wrt)
+                          for lo in range(0, len(rows), b)], dim=1)
 
     # ---- curvature ----------------------------------------------------------------------------
     def spectrum(self, steps: int = 30, seed: int = 0) -> Spectrum:

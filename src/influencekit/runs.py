@@ -182,8 +182,3 @@ def load_solver(path: str | Path, solver: Solver, objective: Objective, *, data_
         setattr(solver, k, v)
     solver.objective = objective
     return solver
-
-
-def scoring_run(influence: Influence, test: DataLike, folder: str | Path, **options: Any) -> Tensor:
-    """Run (or resume) a ``ScoringRun`` and return its matrix I_up,loss [m, n] (``Influence.run``)."""
-    return ScoringRun(influence, test, folder, **options).run().assemble()

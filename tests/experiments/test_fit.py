@@ -1,4 +1,4 @@
-"""uses.fit: converged linear fits and the closed-form logistic / multinomial Hessian and self-influence."""
+"""experiments.fit: converged linear fits and the closed-form logistic / multinomial Hessian and self-influence."""
 
 import pytest
 import torch

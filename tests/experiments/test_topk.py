@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+import influencekit as ik
 from influencekit.experiments import problems, topk
 
 TESTS, TOP = [0, 4], 5
@@ -103,3 +104,16 @@ def test_result_is_json_with_the_convention_and_reports_a_table_per_test_point(f
     full.report(page)
     assert [c[0] for c in page.calls] == ["heading", "text", "table", "table"]
     assert len(page.calls[2][1][1]) == TOP  # one row per rank
+
+
+def test_asking_for_more_points_than_there_are_lists_all_of_them_in_one_process_or_several(problem):
+    one = topk.run(problem, TESTS[:1], 500, solver="exact")
+    two = topk.run(problem, TESTS[:1], 500, solver="exact", workers=2)
+    for a, b in ((one, two),):
+        assert len(a.tests[0].harmful) == len(b.tests[0].harmful) == 200
+        assert [e.train_index for e in a.tests[0].harmful] == [e.train_index for e in b.tests[0].harmful]
+
+
+def test_processes_with_a_prefilter_are_refused_not_ignored(problem):
+    with pytest.raises(ik.InputError, match="workers=1 or prefilter=None"):
+        topk.run(problem, TESTS, TOP, prefilter="grad", candidates=40, workers=2)

@@ -40,3 +40,10 @@ def test_smooth_hinge_influence_at_the_svm_matches_exact_hinge_retraining_on_mni
     assert smooth.pearson > 0.95, smooth.pearson
     raw = validate.run(dataclasses.replace(p, loss=ik.SmoothHinge(0.0)), "exact", k=20)  # the same SVM, t = 0
     assert raw.pearson < smooth.pearson - 0.2  # the raw hinge (H = l2 I) misses the margin's curvature
+
+
+def test_a_correlation_over_fewer_than_two_points_is_refused_with_the_fix():
+    import pytest
+
+    with pytest.raises(ik.InputError, match="k must be an integer >= 2"):
+        validate.run(problems.make("digits-logreg"), k=1)

@@ -46,6 +46,14 @@ def _rank(rank: int, world: int, store: str, out: str) -> None:
                                        batch_size=32, **opts)
                 results[f"{solver}_up_loss"] = inf.up_loss(test)
             results["self_influence"] = inf.self_influence()
+            results["top_harmful"] = inf.top_k(test, 3).harmful_index
+            results["up_params_local"] = inf.up_params([0, inf.objective.n_local - 1])
+            with pytest.raises(InputError, match="local rows"):
+                inf.up_params([inf.objective.n_local])
+            for refused in (lambda: inf.run(test, out + "-run"), lambda: inf.top_k(test, 3, prefilter="grad"),
+                            lambda: inf.scores(inf.s_test(test), index=[0])):
+                with pytest.raises(InputError):
+                    refused()
             results["hessian"] = inf.objective.hessian()
             results["risk_grad"] = inf.objective.risk(with_grad=True)[1]
             with pytest.raises(InputError, match="lissa"):
@@ -66,6 +74,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
                             **({"tol": 1e-10} if solver == "cg" else {}))
             want[f"{solver}_up_loss"] = inf.up_loss(test, method="grad")
         want["self_influence"] = inf.self_influence()
+        want["top_harmful"] = inf.top_k(test, 3).harmful_index
+        want["up_params_local"] = inf.up_params([0, 50])  # rank 0 holds rows [0, 51)
         want["hessian"] = inf.objective.hessian()
         want["risk_grad"] = inf.objective.risk(with_grad=True)[1]
 
@@ -79,6 +89,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         rel = (got[key] - want[key]).abs().max() / want[key].abs().max()
         assert rel < 1e-8, (solver, rel.item())  # float64, CG to 1e-10: far inside the 1e-5 acceptance bound
     torch.testing.assert_close(got["self_influence"], want["self_influence"], rtol=1e-10, atol=1e-14)
+    assert torch.equal(got["top_harmful"], want["top_harmful"])
+    torch.testing.assert_close(got["up_params_local"], want["up_params_local"], rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(got["hessian"], want["hessian"], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(got["risk_grad"], want["risk_grad"], rtol=1e-10, atol=1e-14)
 

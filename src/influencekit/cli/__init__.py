@@ -45,6 +45,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def correlation_count(text: str) -> int:
+    """An argparse ``type`` for the points a correlation is taken over: an integer >= 2."""
+    value = _int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a correlation needs two points), got {value}")
+    return value
+
+
 def index(text: str) -> int:
     """An argparse ``type`` for row indices: an integer >= 0 (never a Python slice from the end)."""
     value = _int(text)
@@ -97,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: modules of the optional extras, and the extra that installs each
+EXTRAS = {"matplotlib": "experiments", "pandas": "experiments", "sklearn": "experiments", "scipy": "experiments",
+          "faiss": "fastif"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import InfluenceError
 
@@ -105,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except InfluenceError as e:
         print(f"influencekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # the commands run experiments, an optional extra of the core install
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"influencekit {args.command}: error: needs {e.name}, which is not installed; "
+              f"pip install 'influencekit[{extra}]' (or [all]).", file=sys.stderr)
         return 2
 
 

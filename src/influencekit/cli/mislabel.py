@@ -9,7 +9,7 @@ import argparse
 help = "find flipped labels by self-influence vs training loss vs random; test accuracy after fixing (Sec. 5.4)"
 
 # The parser imports argparse only; these mirror experiments.mislabel's ENRON, NETS and NET_N_TRAIN
-# (tests/cli/test_mislabel.py checks that they agree).
+# (tests/cli/test_uses.py checks that they agree).
 SETUPS = ("paper", "validated")
 NETS = ("mlp", "cnn")
 NET_N_TRAIN = 3000

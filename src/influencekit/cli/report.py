@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from . import correlation_count
+
 help = "build the full HTML report (explain, LOO check, mislabel; --full adds MNIST/Enron/diabetes) into --out"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true",
                    help="add MNIST and Enron mislabel detection and the diabetes mismatch (needs the shared data)")
-    p.add_argument("--k", type=int, default=30, help="LOO check: retrain leave-one-out on the k most influential")
+    p.add_argument("--k", type=correlation_count, default=30,
+                   help="LOO check: retrain leave-one-out on the k most influential")
     p.add_argument("--mnist-train", type=int, default=5000, help="--full: MNIST 1 vs 7 training subset size")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import PROBLEMS, SOLVERS, index, positive_int
+from . import PROBLEMS, SOLVERS, correlation_count, index, positive_int
 
 help = "train a named problem, compute influence, retrain leave-one-out on the top-k points, print Pearson/Spearman"
 
@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problem", "--workload", dest="problem", default="digits-logreg", choices=PROBLEMS,
                    help="model and data (digits-* use bundled data; mnist-* need mnist.npz)")
     p.add_argument("--solver", default=None, choices=SOLVERS, help="inverse-HVP solver (default: the problem's, cg)")
-    p.add_argument("--k", type=positive_int, default=50, help="retrain leave-one-out on the k most influential points")
+    p.add_argument("--k", type=correlation_count, default=50,
+                   help="retrain leave-one-out on the k most influential points")
     p.add_argument("--test-index", type=index, default=None, help="test point (default: the highest test loss)")
     p.add_argument("--damping", type=float, default=None, help="override the problem's damping")
     p.add_argument("--t", type=float, default=1e-3, help="SmoothHinge temperature (digits-svm, mnist-svm)")

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                                             "torch.distributed ranks. " + SIGN_CONVENTION)
     p.add_argument("--problem", default="digits-logreg", choices=list(PROBLEMS),
                    help="problem name (experiments.problems)")
-    p.add_argument("--data-dir", help="data folder for problems that need one (default: found automatically)")
+    p.add_argument("--data-dir",
+                   help="data folder for problems that need one (default: $INFLUENCEKIT_DATA, else ../shared/data)")
     p.add_argument("--solver", default="cg", choices=["cg", "exact"], help="inverse-HVP solver")
     p.add_argument("--tests", type=int, default=20, help="score against the first TESTS test points")
     p.add_argument("--batch-size", type=int, default=64)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..convention import SIGN_CONVENTION
+from ..errors import InputError
 from ..influence import Influence, TopK
 from .problems import Problem
 
@@ -86,9 +87,13 @@ def run(problem: Problem, test_index: list[int], top: int = 10, *, prefilter: st
     ``prefilter`` None scores all n training points (with ``workers`` > 1 in that many processes,
     ``scale.pool``); ``"knn"`` / ``"grad"`` only ``candidates`` per test point (``Influence.top_k``),
     whose index is saved in and reused from ``index_dir``. ``solver`` and ``solver_options``
-    (``damping=`` included) override the problem's defaults.
+    (``damping=`` included) override the problem's defaults. ``top`` larger than n lists all n.
     """
+    if prefilter is not None and workers > 1:
+        raise InputError("workers > 1 splits the scoring of all n training points over processes; with a prefilter "
+                         "only the candidates are scored, in this process: use workers=1 or prefilter=None.")
     inf = problem.influence(solver, **solver_options)
+    top = min(top, inf.n)
     test = problem.test_at(test_index)
     path = Path(index_dir) / f"{problem.name}-{prefilter}-{index_kind}" if index_dir and prefilter else None
     t0 = time.perf_counter()
@@ -114,10 +119,8 @@ def run(problem: Problem, test_index: list[int], top: int = 10, *, prefilter: st
 def _top_k_in_processes(inf: Influence, test, top: int, workers: int) -> TopK:
     """``inf.top_k(test, top)`` with s_test and the scores of all n points computed in ``workers``
     processes."""
+    from ..fastif.prefilter import top_influential
     from ..scale.pool import parallel_s_test, parallel_scores
 
     up = -parallel_scores(inf, parallel_s_test(inf, test, workers=workers), workers=workers)
-    k = min(top, inf.n)
-    harmful, harmful_index = up.topk(k, dim=1, largest=True)
-    helpful, helpful_index = up.topk(k, dim=1, largest=False)
-    return TopK(harmful, harmful_index, helpful, helpful_index, scored=inf.n)
+    return TopK(**top_influential(up, None, top), scored=inf.n)

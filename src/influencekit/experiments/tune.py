@@ -72,7 +72,7 @@ def run(problem: Problem, test_index: list[int], *, target: float = 0.95, dampin
     test = problem.test_at(test_index)
     G = inf.test_gradients(test)
     t = time.perf_counter()
-    S = inf.s_test(test)
+    S = inf.solve(G)
     ref_seconds = time.perf_counter() - t
     grid = default_grid(inf.n, damping)
     grid.append(("lissa", {"damping": damping, **DEFAULT_LISSA}))  # the defaults, as the baseline

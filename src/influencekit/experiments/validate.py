@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..convention import SIGN_CONVENTION
+from ..errors import InputError
 from ..retrain import loo_retrain
 from .problems import Problem
 
@@ -81,6 +82,8 @@ def run(problem: Problem, solver: str | None = None, k: int = 50, test_index: in
     """
     from scipy.stats import pearsonr, spearmanr
 
+    if not isinstance(k, int) or k < 2:
+        raise InputError(f"k must be an integer >= 2 (a correlation needs two points), got {k!r}.")
     j = int(problem.test_losses().argmax()) if test_index is None else int(test_index)
     test = problem.test_at([j])
     t0 = time.perf_counter()

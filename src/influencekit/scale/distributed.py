@@ -142,10 +142,12 @@ SERVES = frozenset({"hvp", "hessian", "layers", "grads"})
 
 class ShardedInfluence(Influence):
     """``Influence`` over training data sharded across ranks. Arguments as ``Influence``, with
-    ``shard`` this rank's rows. ``up_loss``, ``loo`` and ``self_influence`` return the full
-    matrices (all columns, gathered from every rank); ``up_params`` takes local row indices.
-    A solver that needs what a sharded objective cannot serve (LiSSA's mini-batch HVPs) is
-    refused."""
+    ``shard`` this rank's rows. ``scores``, ``up_loss``, ``loo``, ``top_k`` (without a prefilter)
+    and ``self_influence`` return the full results (all n columns, gathered from every rank);
+    methods that take training rows (``up_params``, ``train_gradients``, ``pert_loss``,
+    ``loo_newton``) take this rank's local rows. A solver that needs what a sharded objective
+    cannot serve (LiSSA's mini-batch HVPs) is refused, and so are the resumable ``run`` and the
+    prefilters, which would index the shard with global rows."""
 
     def __init__(self, model: nn.Module, loss: str | LossFn, shard: DataLike, **kwargs: Any):
         super().__init__(model, loss, shard, **kwargs)
@@ -159,10 +161,37 @@ class ShardedInfluence(Influence):
         """The sharded objective, built once: ``train`` is this rank's shard."""
         return ShardedObjective(model, loss, train, **kwargs)
 
+    def _rows(self, index: Any) -> Tensor:
+        """This rank's rows: checked against its shard, not against n."""
+        rows = super()._rows(torch.arange(self.objective.n_local) if index is None else index)
+        if rows.numel() and rows.max() >= self.objective.n_local:
+            raise InputError(f"on a sharded influence, training rows are this rank's local rows, in [0, "
+                             f"{self.objective.n_local}); got {rows.max().item()}.")
+        return rows
+
+    def scores(self, S: Tensor, data: DataLike | None = None, *, index: Any = None, method: str = "grad",
+               progress: bool = False) -> Tensor:
+        """grad L(z_i)^T s_k for every training point of every rank: [k, n] (gathered). ``method``
+        defaults to ``grad`` so that every rank scores the same way."""
+        if data is not None or index is not None:
+            raise InputError("on a sharded influence, scores covers every rank's training rows; pass neither data "
+                             "nor index (score other data with an Influence in one process).")
+        return gather_columns(super().scores(S, method=method, progress=progress), self.objective.counts)
+
     def up_loss(self, test: DataLike, *, method: str = "grad", progress: bool = False) -> Tensor:
-        """I_up,loss [m, n] over all ranks' training points. ``method`` is fixed (default
-        ``grad``) so that every rank scores the same way."""
-        return gather_columns(super().up_loss(test, method=method, progress=progress), self.objective.counts)
+        """I_up,loss [m, n] over all ranks' training points (gathered)."""
+        return super().up_loss(test, method=method, progress=progress)
+
+    def top_k(self, test: DataLike, k: int = 10, *, prefilter: str | None = None, **options: Any) -> Any:
+        """``Influence.top_k`` over every rank's training points; without a prefilter only."""
+        if prefilter is not None:
+            raise InputError("the prefilters index this rank's shard with global rows; use prefilter=None on a "
+                             "sharded influence, or prefilter in one process.")
+        return super().top_k(test, k, **options)
+
+    def run(self, test: DataLike, folder: Any, **options: Any) -> Tensor:
+        raise InputError("the resumable run stores chunks of one process's rows; on a sharded influence compute "
+                         "up_loss (every rank gets the gathered matrix) and store it from rank 0.")
 
     def self_influence(self, *, batch_size: int | None = None, progress: bool = False) -> Tensor:
         """I_up,loss(z_i, z_i) for all n training points: [n] (gathered).
