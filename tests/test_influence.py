@@ -295,3 +295,11 @@ def test_training_rows_must_be_integers_not_a_mask():
     inf, _ = _mlp()
     with pytest.raises(ik.InputError, match="boolean mask"):
         inf.up_params(torch.zeros(inf.n, dtype=torch.bool))
+
+
+def test_the_face_over_an_objective_built_elsewhere_answers_as_the_one_built_from_the_model():
+    inf, test = _mlp()
+    other = ik.Influence.from_objective(inf.objective, solver="exact", damping=1.0)
+    torch.testing.assert_close(other.up_loss(test), inf.up_loss(test), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ik.InputError, match="solver instance"):
+        ik.Influence.from_objective(inf.objective, solver=ik.make_solver("cg"), tol=1e-3)

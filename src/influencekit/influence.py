@@ -145,22 +145,24 @@ class Influence:
                  test_loss: str | LossFn | None = None, batch_size: int = 512,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  **solver_options: Any):
-        if isinstance(solver, Solver):
-            if solver_options:
-                raise InputError(f"solver options {sorted(solver_options)} were given alongside a {solver.name!r} "
-                                 "solver instance; pass them to its constructor (make_solver(name, ...)), or pass "
-                                 "the solver by name.")
-            if damping != 0.0 and damping != solver.damping:
-                raise InputError(f"damping={damping} was given alongside a {solver.name!r} solver instance whose "
-                                 f"damping is {solver.damping}; set it in the solver (make_solver("
-                                 f"{solver.name!r}, damping={damping})), or pass solver={solver.name!r} by name.")
-            self.solver = solver
-        else:
-            self.solver = make_solver(solver, damping=damping, **solver_options)
+        self.solver = _solver(solver, damping, solver_options)
         self.objective = self.make_objective(model, loss, train, l2=l2, params=params, batch_size=batch_size,
                                              dtype=dtype, device=device)
         self.test_loss = get_loss(test_loss) if test_loss is not None else None
         self._fitted = False
+
+    @classmethod
+    def from_objective(cls, objective: Objective, *, solver: str | Solver = "cg", damping: float | None = 0.0,
+                       test_loss: str | LossFn | None = None, **solver_options: Any) -> Influence:
+        """The face over a training objective built elsewhere: a method that moves the training
+        inputs or the parameters (the training-set attack retrains on perturbed inputs) builds an
+        ``Objective`` per step and asks the same questions of it. Arguments as ``Influence``."""
+        inf = cls.__new__(cls)
+        inf.solver = _solver(solver, damping, solver_options)
+        inf.objective = objective
+        inf.test_loss = get_loss(test_loss) if test_loss is not None else None
+        inf._fitted = False
+        return inf
 
     def make_objective(self, model: nn.Module, loss: str | LossFn, train: DataLike, *, l2: float,
                        params: Iterable[str] | None, batch_size: int, dtype: torch.dtype | None,
@@ -471,6 +473,21 @@ class Influence:
             out[:, col] = (G_test @ delta).cpu()
         return out
 
+
+
+def _solver(solver: str | Solver, damping: float | None, options: dict[str, Any]) -> Solver:
+    """The solver by name (with ``damping`` and ``options``), or the instance given, which carries
+    its own damping and options: then a different damping or any option is an error, not ignored."""
+    if not isinstance(solver, Solver):
+        return make_solver(solver, damping=damping, **options)
+    if options:
+        raise InputError(f"solver options {sorted(options)} were given alongside a {solver.name!r} solver instance; "
+                         "pass them to its constructor (make_solver(name, ...)), or pass the solver by name.")
+    if damping != 0.0 and damping != solver.damping:
+        raise InputError(f"damping={damping} was given alongside a {solver.name!r} solver instance whose damping is "
+                         f"{solver.damping}; set it in the solver (make_solver({solver.name!r}, damping={damping})), "
+                         f"or pass solver={solver.name!r} by name.")
+    return solver
 
 def _count(value: Any, name: str) -> int:
     try:

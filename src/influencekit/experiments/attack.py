@@ -44,12 +44,11 @@ from torch import Tensor, nn
 from .. import storage
 from ..convention import PERT_CONVENTION, SIGN_CONVENTION
 from ..errors import InputError
-from ..influence import scores
+from ..influence import Influence
 from ..losses import LossFn
 from ..objective import Objective
 from ..perturbation import pert_loss, predicted_change
 from ..retrain import minimize
-from ..solvers import make_solver
 from . import report
 from .problems import Problem
 
@@ -313,18 +312,19 @@ def attack(victim: Victim, x_target: Tensor, y_target: Tensor, config: AttackCon
         with torch.no_grad():
             return float(tobj.losses(th, tx, ty)[0])
 
+    def influence(th: Tensor) -> Influence:
+        # the face over the (perturbed) training objective at th: its H is what s_test inverts
+        return Influence.from_objective(victim.training_objective(X, th), solver=config.solver, damping=config.damping)
+
     def s_test(th: Tensor) -> Tensor:
-        # (H + dI)^{-1} grad L(z_target) with H of the (perturbed) training objective at th
-        obj = victim.training_objective(X, th)
-        solver = make_solver(config.solver, damping=config.damping).fit(obj)
-        return solver.solve(tobj.grads(tx, ty, theta=th))[0]
+        return influence(th).solve(tobj.grads(tx, ty, theta=th))[0]  # (H + dI)^{-1} grad L(z_target)
 
     pred0 = int(victim.predict(theta, x_target)[0])
     loss0 = target_loss(theta)
     s = s_test(theta)
     if index is None:
         if config.select == "up_loss":
-            up = -scores(victim.training_objective(X, theta), s)[0]  # I_up,loss for every training point
+            up = -influence(theta).scores(s)[0]  # I_up,loss for every training point
             index = up.abs().topk(min(config.k, n)).indices
         else:
             l1 = torch.cat([victim.pert(theta, s, X[i:i + 256], victim.Y[i:i + 256]).reshape(-1, X[0].numel())

@@ -84,7 +84,7 @@ class Problem:
 
     def objective(self, **options: Any) -> Objective:
         """The problem's training objective R(theta) at the trained weights, for methods that take
-        an ``Objective`` (``fastif.tune``, retraining); ``options``: batch_size, dtype, device."""
+        an ``Objective`` rather than the face; ``options``: batch_size, dtype, device."""
         return Objective(self.model, self.loss, self.train, l2=self.l2, params=self.params, **options)
 
     def test_losses(self) -> Tensor:

@@ -78,8 +78,7 @@ def run(problem: Problem, test_index: list[int], *, target: float = 0.95, dampin
     grid.append(("lissa", {"damping": damping, **DEFAULT_LISSA}))  # the defaults, as the baseline
     if not cg:
         grid = [g for g in grid if g[0] != "cg"]
-    # fastif.tune fits every trial solver on an Objective of its own (and counts its HVPs there)
-    best, trials = tune(problem.objective(), G, S, grid=grid, damping=damping, target=target, sample=sample,
+    best, trials = tune(inf, G, S, grid=grid, damping=damping, target=target, sample=sample,
                         cost=cost, exhaustive=exhaustive, seed=seed, progress=progress)
     return TuneResult(problem.name, problem.notes, inf.n, inf.p, list(test_index), target, cost,
                       {**inf.settings()["solver"], "seconds": ref_seconds}, best.row() if best else None,

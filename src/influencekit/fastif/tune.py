@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InfluenceError, InputError
-from ..influence import scores
+from ..influence import Influence, scores
 from ..objective import Objective
 from ..solvers import make_solver
 
@@ -114,14 +114,15 @@ def _pearson_rows(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-300)
 
 
-def tune(objective: Objective, test_gradients: Tensor, reference: Tensor, *,
+def tune(objective: Objective | Influence, test_gradients: Tensor, reference: Tensor, *,
          grid: list[tuple[str, dict[str, Any]]] | None = None, damping: float = 0.0, target: float = 0.95,
          sample: int = 2000, cost: str = "hvps", exhaustive: bool = False, seed: int = 0,
          progress: bool = False) -> tuple[Trial | None, list[Trial]]:
     """Search inverse-HVP settings against a reference.
 
     Args:
-        objective: the training objective.
+        objective: the training objective, or an ``Influence`` (its objective is used; every trial
+            fits a solver of its own on it).
         test_gradients: grad L(z_test) [m, p] of a few test points (3-10 is enough).
         reference: a high-quality s_test [m, p] for those points (e.g. CG to tol 1e-8).
         grid: (solver name, options) candidates; default ``default_grid`` (needs ``damping``).
@@ -134,6 +135,8 @@ def tune(objective: Objective, test_gradients: Tensor, reference: Tensor, *,
 
     Returns (the cheapest passing trial or None, every trial in the order tried).
     """
+    if isinstance(objective, Influence):
+        objective = objective.objective
     if cost not in ("hvps", "seconds"):
         raise InputError(f"cost must be 'hvps' or 'seconds', got {cost!r}.")
     if test_gradients.shape != reference.shape:
